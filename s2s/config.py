@@ -1,0 +1,309 @@
+"""Flat configuration dataclasses, one per component, loaded from TOML.
+
+The dataclass defaults are the defaults (``configs/default.toml`` lists them for reading); per-device files
+(``configs/*.toml``) are merged over them, then ``section.key=value`` overrides from the command line.
+Unknown sections or keys and bad values raise ``ValueError`` naming the key and what is allowed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, get_type_hints
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # Python 3.10 (JetPack 6)
+    import tomli as tomllib
+
+
+def _check_choice(section: str, key: str, value: object, allowed: tuple) -> None:
+    if value not in allowed:
+        raise ValueError(f"[{section}] {key} = {value!r} is not allowed; use one of: {', '.join(map(repr, allowed))}")
+
+
+def _check_range(section: str, key: str, value: float, lo: float | None = None, hi: float | None = None) -> None:
+    if (lo is not None and value < lo) or (hi is not None and value > hi):
+        bounds = f"{'>= ' + str(lo) if lo is not None else ''}{' and ' if lo is not None and hi is not None else ''}"
+        bounds += f"{'<= ' + str(hi) if hi is not None else ''}"
+        raise ValueError(f"[{section}] {key} = {value!r} is out of range; it must be {bounds}")
+
+
+@dataclass
+class PipelineConfig:
+    """How the stages are wired and supervised."""
+
+    queue_size: int = 64
+    """Bound of every inter-stage queue (items)."""
+    poll_s: float = 0.1
+    """How often a handler checks for a stop request while idle (s)."""
+    half_duplex: bool = True
+    """Mute the microphone while the assistant thinks and speaks."""
+    max_turn_s: float = 60.0
+    """Listening resumes after this long even if a stage never finished the turn (s)."""
+    hang_timeout_s: float = 30.0
+    """A stage busy on one item for longer than this without progress is reported as hung (s)."""
+    latency_log: str = ""
+    """File to append one JSON line of timestamps per turn to ("" = log only)."""
+
+    def validate(self) -> None:
+        _check_range("pipeline", "queue_size", self.queue_size, 1)
+        _check_range("pipeline", "poll_s", self.poll_s, 0.001, 1.0)
+        _check_range("pipeline", "max_turn_s", self.max_turn_s, 1.0)
+        _check_range("pipeline", "hang_timeout_s", self.hang_timeout_s, 0.1)
+
+
+@dataclass
+class AudioInConfig:
+    """Microphone capture."""
+
+    device: str = ""
+    """Input device by name (substring) or index; "" = the system default."""
+    sample_rate: int = 0
+    """Capture rate (Hz); 0 = the device's own default rate. Audio is resampled to 16 kHz."""
+    block_ms: int = 32
+    """Capture block length (ms)."""
+
+    def validate(self) -> None:
+        _check_range("audio_in", "sample_rate", self.sample_rate, 0, 384000)
+        _check_range("audio_in", "block_ms", self.block_ms, 5, 1000)
+
+
+@dataclass
+class AudioOutConfig:
+    """Speaker playback."""
+
+    device: str = ""
+    """Output device by name (substring) or index; "" = the system default."""
+    sample_rate: int = 24000
+    """Playback rate (Hz); TTS audio is resampled to it."""
+    block_size: int = 1024
+    """Frames per playback block; every block written has exactly this size."""
+
+    def validate(self) -> None:
+        _check_range("audio_out", "sample_rate", self.sample_rate, 8000, 384000)
+        _check_range("audio_out", "block_size", self.block_size, 32, 65536)
+
+
+@dataclass
+class VADConfig:
+    """Silero voice activity detection (16 kHz, 512-sample frames)."""
+
+    threshold: float = 0.5
+    """Speech probability that starts an utterance."""
+    min_speech_ms: int = 250
+    """Shorter bursts are dropped."""
+    min_silence_ms: int = 500
+    """Silence that ends an utterance."""
+    speech_pad_ms: int = 300
+    """Audio kept before the triggering frame and after the last voiced frame."""
+    max_utterance_s: float = 30.0
+    """An utterance is cut (and sent) at this length."""
+    onnx: bool = False
+    """Use the ONNX model (onnxruntime) instead of the TorchScript one."""
+
+    def validate(self) -> None:
+        _check_range("vad", "threshold", self.threshold, 0.0, 1.0)
+        _check_range("vad", "min_speech_ms", self.min_speech_ms, 0)
+        _check_range("vad", "min_silence_ms", self.min_silence_ms, 32)
+        _check_range("vad", "speech_pad_ms", self.speech_pad_ms, 0)
+        _check_range("vad", "max_utterance_s", self.max_utterance_s, 1.0)
+
+
+@dataclass
+class STTConfig:
+    """faster-whisper speech to text."""
+
+    model: str = ""
+    """A CTranslate2 model directory or a faster-whisper model name; "" = the model setup.sh downloaded,
+    else the embedded Whisper tiny.en."""
+    device: str = "auto"
+    compute_type: str = "default"
+    """CTranslate2 compute type: default, int8, int8_float16, float16, float32."""
+    language: str = "auto"
+    """A language code ("en") or "auto" to detect it."""
+    beam_size: int = 1
+
+    def validate(self) -> None:
+        _check_choice("stt", "device", self.device, ("auto", "cpu", "cuda"))
+        _check_choice("stt", "compute_type", self.compute_type,
+                      ("default", "auto", "int8", "int8_float16", "int8_float32", "float16", "bfloat16", "float32"))
+        _check_range("stt", "beam_size", self.beam_size, 1, 10)
+
+
+@dataclass
+class LLMConfig:
+    """The language model (transformers causal LM, optionally from a GGUF file)."""
+
+    model: str = ""
+    """A model directory, a GGUF file, or a hub name; "" = the model setup.sh downloaded, else the embedded
+    SmolLM2-135M-Instruct GGUF."""
+    device: str = "auto"
+    dtype: str = "auto"
+    system_prompt: str = (
+        "You are a helpful voice assistant. Answer in one or two short spoken sentences, without lists or markdown."
+    )
+    max_history_turns: int = 4
+    """User/assistant exchanges kept in the chat history."""
+    max_new_tokens: int = 96
+    temperature: float = 0.0
+    """0 = greedy."""
+    min_chunk_chars: int = 12
+    """A clause shorter than this is joined to the next one before it is spoken."""
+
+    def validate(self) -> None:
+        _check_choice("llm", "device", self.device, ("auto", "cpu", "cuda"))
+        _check_choice("llm", "dtype", self.dtype, ("auto", "float32", "float16", "bfloat16"))
+        _check_range("llm", "max_history_turns", self.max_history_turns, 0)
+        _check_range("llm", "max_new_tokens", self.max_new_tokens, 1, 4096)
+        _check_range("llm", "temperature", self.temperature, 0.0, 5.0)
+
+
+TTS_BACKENDS = ("auto", "qwen3", "qwen3-reference", "piper")
+
+
+@dataclass
+class TTSConfig:
+    """Text to speech. ``auto`` = qwen3 when a Qwen3-TTS checkpoint is found, else piper."""
+
+    backend: str = "auto"
+    model: str = ""
+    """Qwen3-TTS checkpoint directory; "" = the one setup.sh downloaded (models/Qwen3-TTS-12Hz-0.6B-CustomVoice)."""
+    piper_voice: str = ""
+    """Piper .onnx voice; "" = the embedded joe-us voice."""
+    device: str = "auto"
+    dtype: str = "auto"
+    """auto = bfloat16 on CUDA, float32 on CPU."""
+    speaker: str = ""
+    """CustomVoice speaker; "" = the checkpoint's first speaker."""
+    language: str = "auto"
+    instruct: str = ""
+    """Style instruction (1.7B CustomVoice, VoiceDesign)."""
+    ref_audio: str = ""
+    """Base (voice clone): reference WAV."""
+    ref_text: str = ""
+    """Base (voice clone): transcript of the reference; "" = x-vector-only mode."""
+    voice_prompt: str = ""
+    """Base (voice clone): a precomputed voice prompt file (see `s2s voice-prompt`)."""
+    chunk_size: int = 4
+    """Codec frames (80 ms each) per streamed audio chunk."""
+    first_chunk_size: int = 2
+    """Frames in the first chunk (smaller = earlier first audio)."""
+    max_seq_len: int = 2048
+    """Prompt + generated frames the static KV cache holds."""
+    max_text_chars: int = 2000
+    """Longer text is split into sentences and synthesized piece by piece."""
+    enforce_eager: bool = False
+    """Never capture CUDA graphs (debugging, parity)."""
+    compile: bool = False
+    """torch.compile the step functions (desktop GPUs with Triton; not on Jetson)."""
+    do_sample: bool = True
+    temperature: float = 0.9
+    top_k: int = 50
+    top_p: float = 1.0
+    repetition_penalty: float = 1.05
+    seed: int = -1
+    """-1 = random."""
+
+    def validate(self) -> None:
+        _check_choice("tts", "backend", self.backend, TTS_BACKENDS)
+        _check_choice("tts", "device", self.device, ("auto", "cpu", "cuda"))
+        _check_choice("tts", "dtype", self.dtype, ("auto", "float32", "float16", "bfloat16"))
+        _check_range("tts", "chunk_size", self.chunk_size, 1, 300)
+        _check_range("tts", "first_chunk_size", self.first_chunk_size, 1, 300)
+        _check_range("tts", "max_seq_len", self.max_seq_len, 64, 32768)
+        _check_range("tts", "max_text_chars", self.max_text_chars, 1)
+        _check_range("tts", "temperature", self.temperature, 0.0, 5.0)
+        _check_range("tts", "top_k", self.top_k, 0)
+        _check_range("tts", "top_p", self.top_p, 0.0, 1.0)
+        _check_range("tts", "repetition_penalty", self.repetition_penalty, 0.1, 10.0)
+
+
+@dataclass
+class Config:
+    """The whole configuration: one field per TOML section."""
+
+    pipeline: PipelineConfig = field(default_factory=PipelineConfig)
+    audio_in: AudioInConfig = field(default_factory=AudioInConfig)
+    audio_out: AudioOutConfig = field(default_factory=AudioOutConfig)
+    vad: VADConfig = field(default_factory=VADConfig)
+    stt: STTConfig = field(default_factory=STTConfig)
+    llm: LLMConfig = field(default_factory=LLMConfig)
+    tts: TTSConfig = field(default_factory=TTSConfig)
+
+    def validate(self) -> None:
+        for f in fields(self):
+            getattr(self, f.name).validate()
+
+
+def _coerce(section: str, key: str, value: Any, typ: type) -> Any:
+    """Check a TOML value (or an override string) against the field's type."""
+    if isinstance(value, str) and typ is not str:
+        text = value.strip()
+        try:
+            if typ is bool:
+                if text.lower() not in ("true", "false", "1", "0", "yes", "no", "on", "off"):
+                    raise ValueError(text)
+                return text.lower() in ("true", "1", "yes", "on")
+            return typ(text)
+        except ValueError:
+            raise ValueError(f"[{section}] {key} = {value!r} is not a valid {typ.__name__}") from None
+    if typ is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if typ is int and isinstance(value, float) and value.is_integer():
+        return int(value)
+    if not isinstance(value, typ) or (typ is not bool and isinstance(value, bool)):
+        raise ValueError(f"[{section}] {key} = {value!r} must be a {typ.__name__}, not {type(value).__name__}")
+    return value
+
+
+def _apply(config: Config, data: dict[str, Any], origin: str) -> None:
+    sections = {f.name: f for f in fields(config)}
+    for section, values in data.items():
+        if section not in sections:
+            raise ValueError(f"{origin}: unknown section [{section}]; known sections: {', '.join(sections)}")
+        if not isinstance(values, dict):
+            raise ValueError(f"{origin}: [{section}] must be a table of keys")
+        target = getattr(config, section)
+        hints = get_type_hints(type(target))
+        known = {f.name for f in fields(target)}
+        for key, value in values.items():
+            if key not in known:
+                raise ValueError(
+                    f"{origin}: unknown key {section}.{key}; keys of [{section}]: {', '.join(sorted(known))}"
+                )
+            setattr(target, key, _coerce(section, key, value, hints[key]))
+
+
+def parse_override(text: str) -> dict[str, dict[str, str]]:
+    """``section.key=value`` -> ``{section: {key: value}}``."""
+    name, sep, value = text.partition("=")
+    section, dot, key = name.strip().partition(".")
+    if not sep or not dot or not section or not key:
+        raise ValueError(f"override {text!r} must look like section.key=value (e.g. tts.backend=piper)")
+    return {section: {key: value}}
+
+
+def load_config(paths: list[str | Path] = (), overrides: list[str] = ()) -> Config:
+    """Defaults, then each TOML file in order, then the command-line overrides; validated."""
+    config = Config()
+    for path in paths:
+        path = Path(path)
+        if not path.is_file():
+            raise ValueError(f"config file {path} not found; pass an existing .toml file (see configs/)")
+        try:
+            data = tomllib.loads(path.read_text())
+        except tomllib.TOMLDecodeError as exc:
+            raise ValueError(f"config file {path} is not valid TOML: {exc}") from None
+        _apply(config, data, str(path))
+    for text in overrides:
+        _apply(config, parse_override(text), f"override {text!r}")
+    config.validate()
+    return config
+
+
+def as_dict(config: Config) -> dict[str, dict[str, Any]]:
+    """The configuration as nested dicts (for logging and `s2s check`)."""
+    return dataclasses.asdict(config)
