@@ -1,6 +1,9 @@
 """Jetson compatibility patches: each detects its breakage, applies only where it is present, and is idempotent.
 
-Call ``patches.apply()`` once at start-up, before ``qwen_tts`` is imported.
+Call ``patches.apply()`` once at start-up, before ``qwen_tts`` is imported:
+- ``numpy_abi``: refuses numpy 2 under a torch built against numpy 1.x (raises ``NumpyABIError`` with the fix);
+- ``torchaudio_shim``: a pure-torch ``torchaudio.compliance.kaldi`` where the real torchaudio does not import;
+- ``sdpa_gqa``: stops transformers passing ``enable_gqa`` to an SDPA that lacks it.
 """
 
 from __future__ import annotations
@@ -32,7 +35,8 @@ def apply() -> list[PatchStatus]:
             continue
         status = patch.apply()
         _STATUS[patch.NAME] = status
-        log.info("patch %s: %s (%s)", status.name, "applied" if status.applied else "not needed", status.detail)
+        level = logging.WARNING if status.applied else logging.INFO
+        log.log(level, "patch %s: %s (%s)", status.name, "applied" if status.applied else "not needed", status.detail)
     return list(_STATUS.values())
 
 

@@ -46,7 +46,8 @@ class PipelineConfig:
     hang_timeout_s: float = 30.0
     """A stage busy on one item for longer than this without progress is reported as hung (s)."""
     latency_log: str = ""
-    """File to append one JSON line of timestamps per turn to ("" = log only)."""
+    """File to append one JSON line of timestamps per turn to; "" = log only, except that `s2s run --output
+    X.wav` then writes X.latency.jsonl."""
 
     def validate(self) -> None:
         _check_range("pipeline", "queue_size", self.queue_size, 1)
@@ -64,7 +65,10 @@ class AudioInConfig:
     sample_rate: int = 0
     """Capture rate (Hz); 0 = the device's own default rate. Audio is resampled to 16 kHz."""
     block_ms: int = 32
-    """Capture block length (ms)."""
+    """Capture block length (ms); also the frame length fed from --input files."""
+    realtime_file: bool = False
+    """Feed --input files at real-time speed, as a microphone would (latency measurements); False = as fast as
+    the VAD takes them."""
 
     def validate(self) -> None:
         _check_range("audio_in", "sample_rate", self.sample_rate, 0, 384000)
@@ -193,8 +197,11 @@ class TTSConfig:
     """Frames in the first chunk (smaller = earlier first audio)."""
     max_seq_len: int = 2048
     """Prompt + generated frames the static KV cache holds."""
-    max_text_chars: int = 2000
+    max_text_chars: int = 800
     """Longer text is split into sentences and synthesized piece by piece."""
+    max_new_tokens: int = 0
+    """Cap on codec frames generated per request (80 ms each); 0 = the backend's own bound (qwen3: 8 frames
+    per text token + 50; qwen3-reference: max_seq_len)."""
     enforce_eager: bool = False
     """Never capture CUDA graphs (debugging, parity)."""
     compile: bool = False
@@ -215,9 +222,10 @@ class TTSConfig:
         _check_range("tts", "first_chunk_size", self.first_chunk_size, 1, 300)
         _check_range("tts", "max_seq_len", self.max_seq_len, 64, 32768)
         _check_range("tts", "max_text_chars", self.max_text_chars, 1)
-        _check_range("tts", "temperature", self.temperature, 0.0, 5.0)
+        _check_range("tts", "max_new_tokens", self.max_new_tokens, 0, 32768)
+        _check_range("tts", "temperature", self.temperature, 0.01, 5.0)
         _check_range("tts", "top_k", self.top_k, 0)
-        _check_range("tts", "top_p", self.top_p, 0.0, 1.0)
+        _check_range("tts", "top_p", self.top_p, 0.01, 1.0)
         _check_range("tts", "repetition_penalty", self.repetition_penalty, 0.1, 10.0)
 
 
@@ -255,7 +263,7 @@ def _coerce(section: str, key: str, value: Any, typ: type) -> Any:
     if typ is int and isinstance(value, float) and value.is_integer():
         return int(value)
     if not isinstance(value, typ) or (typ is not bool and isinstance(value, bool)):
-        raise ValueError(f"[{section}] {key} = {value!r} must be a {typ.__name__}, not {type(value).__name__}")
+        raise ValueError(f"[{section}] {key} = {value!r} must be of type {typ.__name__}, not {type(value).__name__}")
     return value
 
 

@@ -30,6 +30,8 @@ class Turns:
         self.half_duplex = half_duplex
         self.max_turn_s = max_turn_s
         self.latency_log = Path(latency_log) if latency_log else None
+        if self.latency_log is not None:
+            self.latency_log.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
         self._ids = itertools.count(1)
         self._open: dict[int, float] = {}
@@ -73,8 +75,11 @@ class Turns:
         if e2e is not None:
             log.info("turn %d: end of speech -> first audio out %.0f ms", turn_id, e2e * 1000)
         if self.latency_log is not None:
-            with self.latency_log.open("a") as fh:
-                fh.write(json.dumps(record) + "\n")
+            try:
+                with self.latency_log.open("a") as fh:
+                    fh.write(json.dumps(record) + "\n")
+            except OSError as exc:  # ending the turn (listening again) matters more than the record
+                log.error("cannot write the latency record to %s: %s", self.latency_log, exc)
 
     def is_open(self, turn_id: int) -> bool:
         with self._lock:

@@ -1,0 +1,201 @@
+"""The ``qwen3`` TTS backend (our fast engine, ``s2s.qwen3_tts``) and the voice choice both Qwen3 backends share.
+
+A Qwen3-TTS checkpoint is one of three kinds (``tts_model_type`` in its config.json): ``custom_voice`` (named
+speakers), ``voice_design`` (a voice described by ``tts.instruct``) or ``base`` (a voice cloned from
+``tts.ref_audio`` / ``tts.voice_prompt``). ``choose_voice`` checks the [tts] settings against the checkpoint's
+config.json before any weights load, so a wrong speaker or language fails in milliseconds with the allowed values.
+
+The fast engine streams 24 kHz float32 audio: ``first_chunk_size`` codec frames first, then ``chunk_size``
+frames per chunk (1920 samples = 80 ms per frame).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from s2s.config import TTSConfig
+
+log = logging.getLogger(__name__)
+
+SAMPLE_RATE = 24000
+"""Rate of every Qwen3-TTS 12 Hz checkpoint's audio (Hz)."""
+KINDS = ("custom_voice", "voice_design", "base")
+WARMUP_TEXT = "Hello, this is a warm-up."
+WARMUP_FRAMES = 6
+"""Frames a warm-up request generates (the first chunk and at least one more on default chunk sizes)."""
+LANGUAGE_CODES = {
+    "en": "english", "zh": "chinese", "de": "german", "it": "italian", "pt": "portuguese",
+    "es": "spanish", "ja": "japanese", "ko": "korean", "fr": "french", "ru": "russian",
+}
+"""ISO 639-1 codes accepted for ``tts.language``, as the language names the checkpoints use."""
+
+
+@dataclass(frozen=True)
+class Qwen3Voice:
+    """What every request of one engine speaks with, checked against the checkpoint."""
+
+    kind: str
+    """custom_voice, voice_design or base."""
+    language: str
+    """"auto" or a language name of the checkpoint (lower case)."""
+    speaker: str = ""
+    """custom_voice: the speaker name (lower case)."""
+    instruct: str = ""
+    """Style (custom_voice 1.7B) or voice description (voice_design)."""
+    ref_audio: str = ""
+    """base: reference WAV."""
+    ref_text: str = ""
+    """base: its transcript ("" = x-vector-only cloning)."""
+    voice_prompt: str = ""
+    """base: a saved voice prompt file (the qwen3 backend only)."""
+
+
+def read_checkpoint_config(checkpoint: Path) -> dict:
+    """The checkpoint's config.json as a dict, with an error that names the file if it is unreadable."""
+    path = Path(checkpoint) / "config.json"
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ValueError(f"{path} is not a readable Qwen3-TTS config ({exc}); check tts.model") from None
+
+
+def choose_voice(cfg: TTSConfig, checkpoint: Path) -> Qwen3Voice:
+    """The voice the [tts] settings ask for, or ValueError / FileNotFoundError saying which setting to change."""
+    config = read_checkpoint_config(checkpoint)
+    kind = config.get("tts_model_type")
+    if kind not in KINDS:
+        raise ValueError(f"{checkpoint}/config.json has tts_model_type {kind!r}; supported: {', '.join(KINDS)}")
+    talker = config.get("talker_config", {})
+    languages = ["auto"] + [name for name in talker.get("codec_language_id", {}) if "dialect" not in name]
+    language = cfg.language.strip().lower()
+    language = LANGUAGE_CODES.get(language, language)
+    if language not in languages:
+        raise ValueError(f"tts.language = {cfg.language!r} is not a language of {checkpoint.name}; "
+                         f"use one of: {', '.join(languages)} (or a code: {', '.join(LANGUAGE_CODES)})")
+    if kind == "custom_voice":
+        return Qwen3Voice(kind, language, speaker=_choose_speaker(cfg, checkpoint, list(talker.get("spk_id", {}))),
+                          instruct=_instruct_for(cfg, config))
+    if cfg.speaker:
+        log.warning("tts.speaker = %r is ignored: %s is a %s checkpoint without named speakers",
+                    cfg.speaker, checkpoint.name, kind)
+    if kind == "voice_design":
+        if not cfg.instruct.strip():
+            raise ValueError(f"{checkpoint.name} is a VoiceDesign checkpoint: set tts.instruct to a description "
+                             f"of the voice (e.g. \"a calm, low female voice\")")
+        return Qwen3Voice(kind, language, instruct=cfg.instruct.strip())
+    return _clone_voice(cfg, checkpoint, language)
+
+
+def _choose_speaker(cfg: TTSConfig, checkpoint: Path, speakers: list[str]) -> str:
+    if not speakers:
+        raise ValueError(f"{checkpoint}/config.json lists no speakers (talker_config.spk_id) for a CustomVoice model")
+    if not cfg.speaker:
+        return speakers[0]
+    if cfg.speaker.strip().lower() not in speakers:
+        raise ValueError(f"tts.speaker = {cfg.speaker!r} is not a speaker of {checkpoint.name}; "
+                         f"use one of: {', '.join(speakers)}")
+    return cfg.speaker.strip().lower()
+
+
+def _instruct_for(cfg: TTSConfig, config: dict) -> str:
+    if cfg.instruct.strip() and config.get("tts_model_size") == "0b6":
+        log.warning("tts.instruct is ignored: the 0.6B CustomVoice model does not take style instructions")
+        return ""
+    return cfg.instruct.strip()
+
+
+def _clone_voice(cfg: TTSConfig, checkpoint: Path, language: str) -> Qwen3Voice:
+    for key in ("voice_prompt", "ref_audio"):
+        value = getattr(cfg, key)
+        if value and not Path(value).expanduser().is_file():
+            raise FileNotFoundError(f"tts.{key} = {value!r} does not exist; give an existing file")
+    if not cfg.voice_prompt and not cfg.ref_audio:
+        raise ValueError(f"{checkpoint.name} is a Base (voice clone) checkpoint: set tts.ref_audio to a reference "
+                         f"WAV (and tts.ref_text to its transcript) or tts.voice_prompt to a saved voice prompt")
+    return Qwen3Voice("base", language, ref_audio=cfg.ref_audio, ref_text=cfg.ref_text.strip(),
+                      voice_prompt=cfg.voice_prompt)
+
+
+def torch_device(cfg: TTSConfig) -> str:
+    """"cuda" or "cpu" for ``tts.device`` (auto = cuda when a GPU is visible)."""
+    import torch
+
+    if cfg.device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if cfg.device == "cuda" and not torch.cuda.is_available():
+        raise ValueError("tts.device = 'cuda' but torch sees no CUDA GPU; set tts.device = 'auto' or 'cpu' "
+                         "(or install a CUDA build of torch: ./setup.sh)")
+    return cfg.device
+
+
+def torch_dtype(cfg: TTSConfig, device: str):
+    """The torch dtype for ``tts.dtype`` (auto = bfloat16 on CUDA, float32 on the CPU)."""
+    import torch
+
+    if cfg.dtype == "auto":
+        return torch.bfloat16 if device == "cuda" else torch.float32
+    return getattr(torch, cfg.dtype)
+
+
+class Qwen3Engine:
+    """``TTSEngine`` over the fast engine ``s2s.qwen3_tts.Qwen3TTS`` (static KV cache, CUDA graphs on a GPU)."""
+
+    name = "qwen3"
+    sample_rate = SAMPLE_RATE
+
+    def __init__(self, cfg: TTSConfig, checkpoint: Path) -> None:
+        self.cfg = cfg
+        self.voice = choose_voice(cfg, checkpoint)
+        from s2s.qwen3_tts import Qwen3TTS, SamplingParams
+
+        device = torch_device(cfg)
+        self.engine = Qwen3TTS.from_pretrained(
+            str(checkpoint), device=device, dtype=torch_dtype(cfg, device), max_seq_len=cfg.max_seq_len,
+            enforce_eager=cfg.enforce_eager, compile=cfg.compile,
+        )
+        self.sampling = SamplingParams(
+            do_sample=cfg.do_sample, temperature=cfg.temperature, top_k=cfg.top_k, top_p=cfg.top_p,
+            repetition_penalty=cfg.repetition_penalty, subtalker_do_sample=cfg.do_sample,
+            subtalker_temperature=cfg.temperature, subtalker_top_k=cfg.top_k, subtalker_top_p=cfg.top_p,
+            seed=cfg.seed if cfg.seed >= 0 else None,
+        )
+        self.clone_prompt = self._load_clone_prompt() if self.voice.kind == "base" else None
+        log.info("qwen3 engine: %s (%s) on %s, voice %s", checkpoint.name, self.voice.kind, device,
+                 self.voice.speaker or self.voice.kind)
+
+    def _load_clone_prompt(self):
+        if self.voice.voice_prompt:
+            from s2s.qwen3_tts import VoicePrompt
+
+            return VoicePrompt.load(self.voice.voice_prompt)
+        return self.engine.create_voice_prompt(self.voice.ref_audio, ref_text=self.voice.ref_text or None,
+                                               xvec_only=not self.voice.ref_text)
+
+    def prompt(self, text: str):
+        """The engine prompt for one request, built as the checkpoint kind requires."""
+        v = self.voice
+        if v.kind == "custom_voice":
+            return self.engine.prompt_custom_voice(text, v.speaker, language=v.language, instruct=v.instruct)
+        if v.kind == "voice_design":
+            return self.engine.prompt_voice_design(text, v.instruct, language=v.language)
+        return self.engine.prompt_voice_clone(text, self.clone_prompt, language=v.language)
+
+    def warmup(self) -> None:
+        """One short request through every stage: prompt, prefill, graph capture (CUDA), streaming decoder."""
+        for _ in self._stream(WARMUP_TEXT, WARMUP_FRAMES + 1, None):
+            pass
+
+    def synthesize(self, text: str, cancel: threading.Event | None = None) -> Iterator[np.ndarray]:
+        return self._stream(text, self.cfg.max_new_tokens or None, cancel)
+
+    def _stream(self, text: str, max_new_tokens: int | None, cancel: threading.Event | None) -> Iterator[np.ndarray]:
+        return self.engine.stream(self.prompt(text), self.sampling, chunk_size=self.cfg.chunk_size,
+                                  first_chunk_size=self.cfg.first_chunk_size, max_new_tokens=max_new_tokens,
+                                  cancel=cancel)

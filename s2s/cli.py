@@ -1,0 +1,305 @@
+"""The ``s2s`` command.
+
+    s2s [--config FILE]... [--set section.key=value]... [-v] COMMAND
+    s2s run [--input WAV|FOLDER] [--text TEXT] [--output WAV]   the assistant (microphone and speaker by default)
+    s2s say TEXT -o OUT.wav                                     text to speech alone
+    s2s check                                                   what is installed, found and patched
+    s2s service ... / s2s build-checkpoint ...                  registered when their modules are present
+
+Exit status: 0 done, 1 a failure at start (the message says what to do), 2 a configuration or usage error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import platform
+import signal
+import sys
+import threading
+import time
+from importlib import metadata
+from pathlib import Path
+
+from s2s import __version__
+from s2s.config import Config, load_config
+
+log = logging.getLogger("s2s")
+
+OPTIONAL_COMMANDS = {
+    "service": ("s2s.service", "install, remove or inspect the systemd service"),
+    "build-checkpoint": ("s2s.qwen3_tts.checkpoint", "convert a Qwen3-TTS checkpoint for the fast engine"),
+}
+"""Subcommand -> (module with add_parser(subparsers) and main(args), help). Imported only when used."""
+
+HEALTH_CHECK_S = 1.0
+STOP_POLL_S = 0.05
+"""How often the main thread looks for Ctrl-C / SIGTERM and the end of the input (s)."""
+
+
+class UsageError(Exception):
+    """Bad command-line arguments (exit status 2)."""
+
+
+def _global_options(suppress: bool) -> argparse.ArgumentParser:
+    """--config / --set / -v, accepted before and after the subcommand."""
+    default = argparse.SUPPRESS if suppress else None
+    parent = argparse.ArgumentParser(add_help=False)
+    parent.add_argument("--config", action="append", metavar="FILE", default=default,
+                        help="TOML file merged over the defaults (repeatable; e.g. configs/jetson-orin.toml)")
+    parent.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE", dest="overrides", default=default,
+                        help="override one setting (repeatable), e.g. --set tts.backend=piper")
+    parent.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS if suppress else False,
+                        help="debug logging")
+    return parent
+
+
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The argument parser; ``command`` names the optional subcommand whose module should be imported."""
+    parser = argparse.ArgumentParser(prog="s2s", description="Offline voice assistant: VAD -> STT -> LLM -> TTS.",
+                                     parents=[_global_options(suppress=False)])
+    parser.add_argument("--version", action="version", version=f"s2s-edge {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    common = [_global_options(suppress=True)]
+
+    run = sub.add_parser("run", parents=common, help="run the assistant (microphone and speaker by default)")
+    run.add_argument("--input", metavar="PATH", help="a WAV file, or a folder of WAVs (one turn each, by name)")
+    run.add_argument("--text", metavar="TEXT", help="a typed prompt instead of speech (skips VAD and STT)")
+    run.add_argument("--output", metavar="WAV", help="write all reply audio to this WAV instead of the speaker")
+
+    say = sub.add_parser("say", parents=common, help="speak a text into a WAV (TTS alone)")
+    say.add_argument("text", help="what to say")
+    say.add_argument("-o", "--output", required=True, metavar="WAV", help="the WAV to write")
+
+    sub.add_parser("check", parents=common, help="show versions, CUDA, audio devices, models and Jetson patches")
+
+    for name, (module_name, help_text) in OPTIONAL_COMMANDS.items():
+        if name == command:
+            module = importlib.import_module(module_name)
+            module.add_parser(sub)
+        else:
+            sub.add_parser(name, help=help_text, add_help=False)
+    return parser
+
+
+def _optional_command(argv: list[str]) -> str | None:
+    return next((arg for arg in argv if arg in OPTIONAL_COMMANDS), None)
+
+
+def _setup_logging(verbose: bool) -> None:
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s", datefmt="%H:%M:%S")
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    command = _optional_command(argv)
+    try:
+        parser = build_parser(command)
+    except ImportError as exc:
+        print(f"s2s {command} is not available: {exc}; run ./setup.sh to install what it needs", file=sys.stderr)
+        return 1
+    args = parser.parse_args(argv)
+    _setup_logging(args.verbose)
+    try:
+        config = load_config(args.config or [], args.overrides or [])
+        if args.command == "run":
+            return run(config, args)
+        if args.command == "say":
+            return say(config, args.text, args.output)
+        if args.command == "check":
+            return check(config)
+        return importlib.import_module(OPTIONAL_COMMANDS[args.command][0]).main(args)
+    except (ValueError, UsageError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+# ---- s2s run ---------------------------------------------------------------------------------------------------
+def run(config: Config, args: argparse.Namespace) -> int:
+    """Build, start and supervise the pipeline until the input ends or Ctrl-C / SIGTERM (under systemd: READY
+    once every stage is warm, watchdog pings while every stage progresses; see s2s.supervisor)."""
+    from handlers.audio_devices import AudioDeviceError
+    from s2s.pipeline import Pipeline, StageSetupError
+    from s2s.supervisor import loading, supervised
+
+    latency_log = _latency_log_path(config, args.output)
+    pipeline = Pipeline.from_config(config, input_path=args.input, text=args.text, output_path=args.output)
+    if latency_log is not None and not config.pipeline.latency_log:
+        latency_log.unlink(missing_ok=True)  # the record next to --output is this run's alone
+        pipeline.turns.latency_log = latency_log
+    loading("loading models")
+    try:
+        pipeline.setup()
+    except StageSetupError as exc:
+        cause = exc.__cause__
+        if isinstance(cause, AudioDeviceError):
+            print(f"error: {cause}", file=sys.stderr)
+        else:
+            print(f"error: {exc}\n(run `s2s check` to see which models and devices are found)", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    stop_requested = threading.Event()
+    previous_handlers = _on_stop_signals(stop_requested)
+    live = args.input is None and args.text is None
+    try:
+        pipeline.start()
+        if live:
+            print("listening (Ctrl-C to stop)", flush=True)
+        with supervised(pipeline, stop_requested, status="listening" if live else "answering"):
+            hung = _supervise(pipeline, stop_requested)
+    finally:
+        pipeline.stop()
+        for signum, handler in previous_handlers.items():
+            signal.signal(signum, handler)
+    _report(pipeline, args.output, latency_log)
+    if hung:
+        print(f"error: the {', '.join(hung)} stage stopped making progress (pipeline.hang_timeout_s="
+              f"{config.pipeline.hang_timeout_s:g}); see the log above, run with -v for details", file=sys.stderr)
+        return 1
+    return 130 if stop_requested.is_set() else 0
+
+
+def _latency_log_path(config: Config, output: str | None) -> Path | None:
+    """pipeline.latency_log, else (with --output) ``<output>.latency.jsonl`` next to the reply."""
+    if config.pipeline.latency_log:
+        return Path(config.pipeline.latency_log)
+    return None if output is None else Path(output).with_suffix(".latency.jsonl")
+
+
+def _on_stop_signals(stop_requested: threading.Event) -> dict:
+    """Ctrl-C and SIGTERM set ``stop_requested`` (main thread only). Returns the handlers they replaced."""
+    def handler(signum: int, frame: object) -> None:
+        log.info("%s: stopping", signal.Signals(signum).name)
+        stop_requested.set()
+
+    if threading.current_thread() is not threading.main_thread():
+        return {}
+    previous = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)}
+    for signum in previous:
+        signal.signal(signum, handler)
+    return previous
+
+
+def _supervise(pipeline, stop_requested: threading.Event) -> list[str]:
+    """Wait for the end of the input or a stop signal. Returns the stages that hung or died (then stops waiting)."""
+    next_check = time.monotonic() + HEALTH_CHECK_S
+    while not stop_requested.wait(STOP_POLL_S) and not pipeline.wait(0):
+        if time.monotonic() < next_check:
+            continue
+        next_check += HEALTH_CHECK_S
+        pipeline.turns.expire()
+        hung = [stage for stage in pipeline.health() if stage.hung]
+        for stage in hung:
+            log.error("%s stage is hung (busy %.0f s, no progress for %.0f s, thread alive: %s)",
+                      stage.name, stage.busy_s, stage.last_progress_age_s, stage.alive)
+        if hung:
+            return [stage.name for stage in hung]
+    return []
+
+
+def _report(pipeline, output: str | None, latency_log: Path | None) -> None:
+    """Print where the reply and the latency record went, and one line per turn."""
+    records = pipeline.turns.records
+    for record in records:
+        e2e = record.get("e2e_s")
+        line = f"turn {record['turn']}: end of speech -> first audio out "
+        line += f"{e2e * 1000:.0f} ms" if e2e is not None else "n/a"
+        if record.get("error"):
+            line += f" (error: {record['error']})"
+        print(line)
+    if not records:
+        print("no turn: no speech was found in the input")
+    if output is not None:
+        print(f"reply audio: {output}")
+    if latency_log is not None and records:
+        print(f"latency record: {latency_log} (one JSON line per turn)")
+    elif records:
+        print("latency record: logged only; set pipeline.latency_log=FILE to keep it")
+
+
+# ---- s2s say ---------------------------------------------------------------------------------------------------
+def say(config: Config, text: str, output: str) -> int:
+    """TTS alone: synthesize ``text`` with the configured backend and write a WAV at the engine's rate."""
+    import numpy as np
+
+    import patches
+    from handlers.tts import make_engine
+    from s2s.audio import write_wav
+
+    if not text.strip():
+        raise UsageError('the text is empty; give the words to say, e.g. s2s say "Hello there" -o hello.wav')
+    patches.apply()
+    try:
+        engine = make_engine(config.tts)
+    except (FileNotFoundError, ImportError, RuntimeError) as exc:
+        print(f"error: the TTS could not start: {exc}\n(run `s2s check` to see which models are found)",
+              file=sys.stderr)
+        return 1
+    audio = np.concatenate([np.zeros(0, dtype=np.float32), *engine.synthesize(text)])  # [n]
+    write_wav(output, audio, engine.sample_rate)
+    print(f"{output}: {len(audio) / engine.sample_rate:.1f} s of speech ({engine.name}, {engine.sample_rate} Hz)")
+    return 0
+
+
+# ---- s2s check -------------------------------------------------------------------------------------------------
+CHECKED_PACKAGES = ("torch", "numpy", "transformers", "accelerate", "faster-whisper", "ctranslate2", "silero-vad",
+                    "onnxruntime", "piper-tts", "qwen-tts", "sounddevice", "soundfile", "scipy")
+
+
+def check(config: Config) -> int:
+    """Print what is installed, CUDA, audio devices, models and patches. 1 if a stage has no model."""
+    import patches
+    from handlers.audio_devices import AudioDeviceError, import_sounddevice, list_devices
+    from s2s.models import MISSING, describe_models
+
+    print(f"s2s-edge {__version__}, Python {platform.python_version()} on {platform.machine()}")
+    print("\npackages:")
+    for package in CHECKED_PACKAGES:
+        try:
+            version = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            version = "not installed"
+        print(f"  {package:16} {version}")
+
+    print("\nCUDA:")
+    print(f"  {_cuda_summary()}")
+
+    print("\naudio devices:")
+    try:
+        print(f"  {import_sounddevice().get_portaudio_version()[1]}")
+    except AudioDeviceError as exc:
+        print(f"  {exc}")
+    devices = list_devices()
+    for device in devices:
+        io = f"in {device['max_input_channels']}, out {device['max_output_channels']}"
+        print(f"  {device['index']:3} {device['name']} ({io}, {device['default_samplerate']:.0f} Hz)")
+    if not devices:
+        print("  none: use --input/--text and --output")
+
+    print("\nmodels:")
+    rows = describe_models(config)
+    for stage, what, status in rows:
+        print(f"  {stage:4} {status:9} {what}")
+
+    print("\nJetson patches:")
+    for status in patches.apply():
+        print(f"  {status.name:18} {'applied' if status.applied else 'not needed'}: {status.detail}")
+    return 1 if any(status == MISSING for _, _, status in rows) else 0
+
+
+def _cuda_summary() -> str:
+    try:
+        import torch
+    except ImportError as exc:
+        return f"torch is not importable ({exc})"
+    if not torch.cuda.is_available():
+        return f"not available (torch {torch.__version__}, built for CUDA {torch.version.cuda})"
+    names = ", ".join(torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count()))
+    return f"CUDA {torch.version.cuda}: {names}"
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,213 @@
+"""The pipeline: builds the stages from a Config, wires them with bounded queues, runs and supervises them.
+
+    source -> [VAD -> STT ->] LLM -> TTS -> sink        (``--text`` skips VAD and STT)
+
+Life cycle: ``setup()`` applies the Jetson patches and calls every stage's ``setup()`` (model load and warmup) in
+order, naming the stage that failed; ``start()`` starts one thread per stage; ``wait()`` returns once the end of
+the input has reached the sink; ``stop()`` sets the stop event and joins the threads within a deadline (threads
+are daemons, so one that ignores the stop cannot keep the process alive; ``stop()`` logs it). The health view
+(``health()``, ``healthy()``) is what the service watchdog reads.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from s2s.config import Config
+from s2s.handler import Handler
+from s2s.turns import Turns
+
+log = logging.getLogger(__name__)
+
+STOP_TIMEOUT_S = 2.0
+
+
+class StageSetupError(RuntimeError):
+    """A stage could not load its model or device; the message names the stage and the cause."""
+
+    def __init__(self, stage: str, exc: BaseException) -> None:
+        super().__init__(f"{stage} stage failed to start: {type(exc).__name__}: {exc}")
+        self.stage = stage
+
+
+@dataclass(frozen=True)
+class StageHealth:
+    """One stage as the watchdog sees it."""
+
+    name: str
+    alive: bool
+    """The stage's thread is running."""
+    last_progress_age_s: float
+    """Seconds since the stage last took or produced an item."""
+    busy_s: float
+    """Seconds spent on the current item (0 while idle)."""
+    hung: bool
+    """Busy on one item for longer than ``pipeline.hang_timeout_s`` without progress, or its thread died."""
+
+
+class Pipeline:
+    """Runs ``stages`` (already wired by their queues) in one thread each."""
+
+    def __init__(
+        self,
+        stages: list[Handler],
+        turns: Turns,
+        stop_event: threading.Event,
+        hang_timeout_s: float = 30.0,
+    ) -> None:
+        assert stages, "a pipeline needs at least one stage"
+        self.stages = stages
+        self.turns = turns
+        self.stop_event = stop_event
+        self.hang_timeout_s = hang_timeout_s
+        self.threads: list[threading.Thread] = []
+        self.errors: dict[str, str] = {}
+        """Stage name -> the exception that killed its thread."""
+        self._set_up = False
+
+    @classmethod
+    def from_config(
+        cls,
+        config: Config,
+        input_path: str | Path | None = None,
+        text: str | None = None,
+        output_path: str | Path | None = None,
+    ) -> Pipeline:
+        """The stages for a run mode: microphone (default), ``input_path`` (a WAV or a folder of WAVs) or
+        ``text``; replies to the speaker, or to ``output_path`` (one WAV). Raises ValueError for bad arguments."""
+        # Imported here so that the pipeline machinery (and its tests) need none of the model libraries.
+        from handlers.audio_in import FileSource, MicSource, TextSource
+        from handlers.audio_out import SpeakerSink, WavSink
+        from handlers.llm import LLMHandler
+        from handlers.stt import STTHandler
+        from handlers.tts import TTSHandler
+        from handlers.vad import VADHandler
+
+        if input_path is not None and text is not None:
+            raise ValueError("give either --input or --text, not both")
+        p = config.pipeline
+        turns = Turns(half_duplex=p.half_duplex, max_turn_s=p.max_turn_s, latency_log=p.latency_log)
+        stop = threading.Event()
+        n_stages = 4 if text is not None else 6
+        edges = [None, *(queue.Queue(maxsize=p.queue_size) for _ in range(n_stages - 1)), None]
+
+        def wiring(i: int) -> tuple:
+            """What every stage constructor takes after its config: turns, stage i's in and out queues, stop."""
+            return turns, edges[i], edges[i + 1], stop, p.poll_s
+
+        if text is not None:
+            stages: list[Handler] = [TextSource(text, *wiring(0))]
+        elif input_path is not None:
+            stages = [FileSource(config.audio_in, *wiring(0), path=input_path)]
+        else:
+            stages = [MicSource(config.audio_in, *wiring(0))]
+        if text is None:
+            stages += [VADHandler(config.vad, *wiring(1)), STTHandler(config.stt, *wiring(2))]
+        i = len(stages)
+        stages += [LLMHandler(config.llm, *wiring(i)), TTSHandler(config.tts, config.audio_out, *wiring(i + 1))]
+        if output_path is not None:
+            stages.append(WavSink(config.audio_out, *wiring(i + 2), path=output_path))
+        else:
+            stages.append(SpeakerSink(config.audio_out, *wiring(i + 2)))
+        return cls(stages, turns, stop, hang_timeout_s=p.hang_timeout_s)
+
+    @property
+    def sink(self) -> Handler:
+        return self.stages[-1]
+
+    # ---- life cycle ------------------------------------------------------------------------------
+    def setup(self) -> None:
+        """Apply the Jetson patches, then load and warm up every stage. Raises StageSetupError (after releasing
+        what the stages set up so far).
+
+        The source and the sink go first: a missing sound card is reported before minutes of model loading.
+        """
+        if self._set_up:
+            return
+        import patches
+
+        patches.apply()
+        ends = [self.stages[0], self.stages[-1]] if len(self.stages) > 1 else self.stages
+        ready: list[Handler] = []
+        for stage in [*ends, *self.stages[1:-1]]:
+            t0 = time.monotonic()
+            try:
+                stage.setup()
+            except Exception as exc:
+                for done in reversed(ready):
+                    _cleanup(done)
+                raise StageSetupError(stage.name, exc) from exc
+            ready.append(stage)
+            log.info("%s ready (%.1f s)", stage.name, time.monotonic() - t0)
+        self._set_up = True
+
+    def start(self) -> None:
+        """Set up (if not done yet) and start one daemon thread per stage."""
+        self.setup()
+        for stage in self.stages:
+            thread = threading.Thread(target=self._run_stage, args=(stage,), name=f"s2s-{stage.name}", daemon=True)
+            self.threads.append(thread)
+            thread.start()
+        log.info("pipeline running: %s", " -> ".join(stage.name for stage in self.stages))
+
+    def _run_stage(self, stage: Handler) -> None:
+        try:
+            stage.run()
+        except Exception as exc:  # a dead stage is reported by the health view and ends its turns by timeout
+            self.errors[stage.name] = f"{type(exc).__name__}: {exc}"
+            log.exception("%s stage died: %s", stage.name, exc)
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Block until the end of the input has reached the sink (or ``timeout`` s); True if it has."""
+        return self.sink.finished.wait(timeout)
+
+    def stop(self, timeout: float = STOP_TIMEOUT_S) -> list[str]:
+        """Ask every stage to stop and join them within ``timeout`` s. Returns (and logs) the stages still running."""
+        self.stop_event.set()
+        deadline = time.monotonic() + timeout
+        for thread in self.threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
+        stuck = [stage.name for stage, thread in zip(self.stages, self.threads, strict=True) if thread.is_alive()]
+        if stuck:
+            log.error("stages still running %.1f s after the stop request: %s (left behind as daemon threads)",
+                      timeout, ", ".join(stuck))
+        return stuck
+
+    def __enter__(self) -> Pipeline:
+        self.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    # ---- health ----------------------------------------------------------------------------------
+    def health(self) -> list[StageHealth]:
+        """One StageHealth per stage, in pipeline order."""
+        now = time.monotonic()
+        started = len(self.threads) == len(self.stages)
+        view = []
+        for i, stage in enumerate(self.stages):
+            alive = started and self.threads[i].is_alive()
+            busy_since = stage.busy_since
+            busy_s = 0.0 if busy_since is None else now - busy_since
+            progress_age = now - stage.last_progress
+            stalled = busy_since is not None and now - max(busy_since, stage.last_progress) > self.hang_timeout_s
+            hung = stage.name in self.errors or (alive and stalled)
+            view.append(StageHealth(stage.name, alive, round(progress_age, 3), round(busy_s, 3), hung))
+        return view
+
+    def healthy(self) -> bool:
+        """No stage hung or dead."""
+        return not any(stage.hung for stage in self.health())
+
+
+def _cleanup(stage: Handler) -> None:
+    try:
+        stage.cleanup()
+    except Exception:
+        log.exception("%s: cleanup failed", stage.name)

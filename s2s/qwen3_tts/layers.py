@@ -1,0 +1,94 @@
+"""One Qwen3-style decoder layer (talker and code predictor share it), written for few kernels.
+
+Dimensions: hidden D (1024 or 2048), Hq = 16 query heads, Hkv = 8 key/value heads, head_dim d = 128,
+MLP width I. Batch is always 1. Per layer: RMSNorm -> one qkv matmul [D -> (Hq + 2 Hkv) d] -> q/k RMSNorm on the
+stacked q and k heads (one norm, per-head weights stacked) -> RoPE -> one stacked K/V cache write at device-side
+slots -> grouped-query attention without repeating K/V (q viewed as [1, Hkv, n_rep * T, d] against K/V
+[1, Hkv, S, d]) -> o_proj -> residual -> RMSNorm -> one gate/up matmul -> SiLU * up -> down -> residual.
+
+Norms compute in fp32 and multiply the weight in the model dtype, as the reference ``Qwen3TTSRMSNorm``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from s2s.qwen3_tts.rope import apply_rope
+
+
+def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
+    """x [..., n] normalised in fp32 over the last dim, cast back, times weight [..., n] (reference numerics)."""
+    normed = F.rms_norm(x.float(), (x.shape[-1],), eps=eps)  # [..., n] fp32
+    return weight * normed.to(x.dtype)
+
+
+@dataclass
+class LayerWeights:
+    """Weights of one decoder layer in the engine's layout."""
+
+    input_norm: torch.Tensor  # [D]
+    qkv: torch.Tensor  # [(Hq + 2 Hkv) d, D]
+    qk_norm: torch.Tensor  # [Hq + Hkv, d]: q_norm repeated Hq times, then k_norm repeated Hkv times
+    o_proj: torch.Tensor  # [D, Hq d]
+    post_norm: torch.Tensor  # [D]
+    gate_up: torch.Tensor  # [2 I, D]
+    down: torch.Tensor  # [D, I]
+
+
+@dataclass(frozen=True)
+class LayerShape:
+    """Head layout and norm epsilon shared by all layers of one stack."""
+
+    q_heads: int
+    kv_heads: int
+    head_dim: int
+    eps: float
+
+    @property
+    def group(self) -> int:
+        return self.q_heads // self.kv_heads
+
+
+def decoder_layer(
+    x: torch.Tensor,
+    w: LayerWeights,
+    shape: LayerShape,
+    cos: torch.Tensor,
+    sin: torch.Tensor,
+    cache: torch.Tensor,
+    slots: torch.Tensor,
+    kv_len: int,
+    mask: torch.Tensor | None,
+) -> torch.Tensor:
+    """One layer over x [1, T, D] at cache slots [T] (device long).
+
+    ``cache`` [2, Hkv, L, d] is this layer's K/V; attention reads its first ``kv_len`` slots. ``mask`` is a bool
+    [n_rep * T, kv_len] (True = attend; rows grouped as the queries) or None when every query sees all keys.
+    """
+    T = x.shape[1]
+    hq, hkv, d = shape.q_heads, shape.kv_heads, shape.head_dim
+    h = rms_norm(x, w.input_norm, shape.eps)  # [1, T, D]
+    qkv = F.linear(h, w.qkv).view(1, T, hq + 2 * hkv, d)  # [1, T, Hq + 2 Hkv, d]
+    qk = rms_norm(qkv[:, :, : hq + hkv], w.qk_norm, shape.eps).transpose(1, 2)  # [1, Hq + Hkv, T, d]
+    qk = apply_rope(qk, cos, sin)  # [1, Hq + Hkv, T, d]
+    q, k = qk[:, :hq], qk[:, hq:]  # [1, Hq, T, d], [1, Hkv, T, d]
+    v = qkv[:, :, hq + hkv :].transpose(1, 2)  # [1, Hkv, T, d]
+    cache.index_copy_(2, slots, torch.stack((k[0], v[0])))  # [2, Hkv, T, d] written at slots
+    keys = cache[0, :, :kv_len].unsqueeze(0)  # [1, Hkv, S, d]
+    values = cache[1, :, :kv_len].unsqueeze(0)  # [1, Hkv, S, d]
+    q = q.reshape(1, hkv, shape.group * T, d)  # query head g * n_rep + r -> kv head g (GQA without repeat)
+    attn = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask, scale=d**-0.5)  # [1, Hkv, n_rep T, d]
+    attn = attn.reshape(1, hq, T, d).transpose(1, 2).reshape(1, T, hq * d)  # [1, T, Hq d]
+    x = x + F.linear(attn, w.o_proj)  # [1, T, D]
+    h = rms_norm(x, w.post_norm, shape.eps)  # [1, T, D]
+    gate, up = F.linear(h, w.gate_up).chunk(2, dim=-1)  # [1, T, I] each
+    return x + F.linear(F.silu(gate) * up, w.down)  # [1, T, D]
+
+
+def causal_mask(T: int, group: int, device: torch.device) -> torch.Tensor:
+    """Bool [group * T, T] causal mask for a prefill of T tokens starting at slot 0, rows grouped as the queries."""
+    base = torch.ones(T, T, dtype=torch.bool, device=device).tril()  # [T, T]
+    return base.repeat(group, 1)  # [group T, T]

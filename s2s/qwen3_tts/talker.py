@@ -1,0 +1,108 @@
+"""The talker (28 layers, hidden D 1024/2048, 16 q / 8 kv heads, d 128, codec vocab V 3072) and its decode state.
+
+Everything a frame needs lives in static device buffers, allocated once:
+  cache [28, 2, 8, L, 128]           K/V, L = max_seq_len (prompt + generated frames)
+  position / cache_slot [1]          RoPE position and K/V slot of the next talker input (equal here, kept apart)
+  key_index [L]                      0..L-1; the attention mask row is ``key_index <= cache_slot``
+  frame [1]                          frames produced so far (row of the code history, trailing-text row)
+  token [1]                          last sampled codebook-0 id;  past_hidden [1, 1, D] its final-norm hidden
+  frame_codes [16], history [L, 16]  codes of the current frame and of all frames
+  trailing [L + 1, D]                per-frame text rows, tts_pad after the text
+
+``prefill`` runs the prompt through the same layer code as one batched causal pass (eager) and samples the first
+codebook-0 id. ``codes_step`` (code predictor) and ``talker_step`` are the two graph-captured functions of a
+frame: they only read and write these buffers (counters advance in place), so eager and replay are the same code.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from s2s.qwen3_tts.kv_cache import StaticKVCache
+from s2s.qwen3_tts.layers import causal_mask, decoder_layer, rms_norm
+from s2s.qwen3_tts.predictor import CodePredictor
+from s2s.qwen3_tts.rope import RopeTables
+from s2s.qwen3_tts.sampling import SamplingParams, TalkerLogitsProcessor, select_token
+from s2s.qwen3_tts.weights import TalkerWeights
+
+
+class Talker:
+    def __init__(self, w: TalkerWeights, predictor: CodePredictor, eos_id: int, max_seq_len: int,
+                 dtype: torch.dtype, device: torch.device):
+        self.w = w
+        self.predictor = predictor
+        self.eos_id = eos_id
+        self.max_seq_len = L = max_seq_len
+        hidden = w.codec_embedding.shape[1]
+        self.cache = StaticKVCache(len(w.layers), w.shape, L, dtype, device)
+        self.rope = RopeTables(w.shape.head_dim, w.rope_theta, L, dtype, device)
+        self.processor = TalkerLogitsProcessor(w.codec_embedding.shape[0], eos_id, device)
+        long = dict(dtype=torch.long, device=device)
+        self.position = torch.zeros(1, **long)
+        self.cache_slot = torch.zeros(1, **long)
+        self.key_index = torch.arange(L, **long)
+        self.frame = torch.zeros(1, **long)
+        self.token = torch.zeros(1, **long)
+        self.past_hidden = torch.zeros(1, 1, hidden, dtype=dtype, device=device)
+        self.frame_codes = torch.zeros(predictor.n_residual + 1, **long)
+        self.history = torch.zeros(L, predictor.n_residual + 1, **long)
+        self.trailing = torch.zeros(L + 1, hidden, dtype=dtype, device=device)
+        self.residual_rows = torch.arange(predictor.n_residual, **long)  # [15]
+
+    def _layers(self, x, positions, slots, kv_len, mask) -> torch.Tensor:
+        cos, sin = self.rope.lookup(positions)  # [T, d]
+        for i, lw in enumerate(self.w.layers):
+            x = decoder_layer(x, lw, self.w.shape, cos, sin, self.cache.layer(i), slots, kv_len, mask)
+        return rms_norm(x, self.w.final_norm, self.w.shape.eps)  # [1, T, D]
+
+    def _sample(self, logits: torch.Tensor, n_generated: torch.Tensor, s: SamplingParams) -> torch.Tensor:
+        logits = self.processor(logits, n_generated, s.repetition_penalty)  # [V]
+        token = select_token(logits, s.do_sample, s.temperature, s.top_k, s.top_p)  # [1]
+        self.processor.record(token)
+        return token
+
+    def prefill(self, embeds: torch.Tensor, trailing: torch.Tensor, tts_pad: torch.Tensor,
+                sampling: SamplingParams, min_new_tokens: int) -> None:
+        """Prompt rows [1, T, D] -> cache slots 0..T-1, first codebook-0 id in ``token``; resets all state."""
+        T = embeds.shape[1]
+        self.processor.reset(min_new_tokens)
+        self.trailing[:] = tts_pad.view(1, -1)
+        n_rows = min(trailing.shape[1], self.trailing.shape[0])
+        self.trailing[:n_rows] = trailing[0, :n_rows]
+        positions = self.key_index[:T]  # [T]
+        hidden = self._layers(embeds, positions, positions, T, causal_mask(T, self.w.shape.group, embeds.device))
+        logits = F.linear(hidden, self.w.codec_head)[0, -1].float()  # [V]; head over all rows, as the reference
+        self.frame.zero_()
+        self.token.copy_(self._sample(logits, self.frame, sampling))
+        self.past_hidden.copy_(hidden[:, -1:])
+        self.position.fill_(T)
+        self.cache_slot.fill_(T)
+
+    def rewind(self) -> None:
+        """Counters back to 0 (before graph capture, whose warm-up calls advance them)."""
+        for counter in (self.frame, self.position, self.cache_slot):
+            counter.zero_()
+
+    def codes_step(self, sampling: SamplingParams) -> None:
+        """Code predictor for the current codebook-0 id: fills ``frame_codes`` and history row ``frame``."""
+        cb0_embed = F.embedding(self.token, self.w.codec_embedding).unsqueeze(0)  # [1, 1, D]
+        residual = self.predictor.run(self.past_hidden, cb0_embed, sampling)  # [15]
+        self.frame_codes[:1].copy_(self.token)
+        self.frame_codes[1:].copy_(residual)
+        self.history.index_copy_(0, self.frame, self.frame_codes.unsqueeze(0))
+
+    def talker_step(self, sampling: SamplingParams) -> None:
+        """Talker on the summed codes of the current frame: next codebook-0 id; advances all counters."""
+        c = self.frame_codes
+        rows = torch.cat((F.embedding(c[:1], self.w.codec_embedding),  # [1, D]
+                          self.predictor.w.codec_embeddings[self.residual_rows, c[1:]]))  # [16, D]
+        x = rows.sum(0, keepdim=True) + self.trailing.index_select(0, self.frame)  # [1, D]
+        mask = (self.key_index <= self.cache_slot).expand(self.w.shape.group, -1)  # [n_rep, L]
+        hidden = self._layers(x.unsqueeze(0), self.position, self.cache_slot, self.max_seq_len, mask)  # [1, 1, D]
+        logits = F.linear(hidden, self.w.codec_head)[0, 0].float()  # [V]
+        self.token.copy_(self._sample(logits, self.frame + 1, sampling))
+        self.past_hidden.copy_(hidden)
+        self.frame.add_(1)
+        self.position.add_(1)
+        self.cache_slot.add_(1)

@@ -1,0 +1,112 @@
+"""Take the talker and code-predictor weights out of the reference ``qwen_tts`` modules into the engine's layout.
+
+Layout: per layer one qkv matrix [(Hq + 2 Hkv) d, D], one gate/up matrix [2 I, D], stacked q/k norm weights
+[Hq + Hkv, d]; the 15 predictor codec embeddings stacked [15, 2048, D_talker] and the 15 predictor heads stacked
+[15, 2048, D_pred]. Tensors whose layout does not change are shared, not copied. Each reference layer is dropped
+as soon as it has been converted, so peak memory stays near one model copy plus one layer; at the end the whole
+reference talker is released (the speech tokenizer and speaker encoder stay with the reference model: the
+engine uses them for decoding and voice prompts).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from s2s.qwen3_tts.layers import LayerShape, LayerWeights
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TalkerWeights:
+    layers: list[LayerWeights]
+    shape: LayerShape
+    final_norm: torch.Tensor  # [D]
+    codec_embedding: torch.Tensor  # [V=3072, D]
+    codec_head: torch.Tensor  # [V, D]
+    text_embedding: torch.Tensor  # [text_vocab, text_hidden]
+    text_fc1_w: torch.Tensor  # [text_hidden, text_hidden]
+    text_fc1_b: torch.Tensor  # [text_hidden]
+    text_fc2_w: torch.Tensor  # [D, text_hidden]
+    text_fc2_b: torch.Tensor  # [D]
+    rope_theta: float
+
+
+@dataclass
+class PredictorWeights:
+    layers: list[LayerWeights]
+    shape: LayerShape
+    final_norm: torch.Tensor  # [Dp=1024]
+    codec_embeddings: torch.Tensor  # [15, 2048, D_talker]
+    heads: torch.Tensor  # [15, 2048, Dp]
+    proj_w: torch.Tensor | None  # [Dp, D_talker] (1.7B) or None (0.6B: identity)
+    proj_b: torch.Tensor | None  # [Dp]
+    rope_theta: float
+
+
+def _take_layer(layer: nn.Module) -> LayerWeights:
+    attn, mlp = layer.self_attn, layer.mlp
+    n_q = attn.q_proj.weight.shape[0] // attn.head_dim
+    n_kv = attn.k_proj.weight.shape[0] // attn.head_dim
+    qk_norm = torch.cat((attn.q_norm.weight.expand(n_q, -1), attn.k_norm.weight.expand(n_kv, -1)))  # [Hq+Hkv, d]
+    return LayerWeights(
+        input_norm=layer.input_layernorm.weight.data,
+        qkv=torch.cat((attn.q_proj.weight.data, attn.k_proj.weight.data, attn.v_proj.weight.data)),
+        qk_norm=qk_norm.detach().contiguous(),
+        o_proj=attn.o_proj.weight.data,
+        post_norm=layer.post_attention_layernorm.weight.data,
+        gate_up=torch.cat((mlp.gate_proj.weight.data, mlp.up_proj.weight.data)),
+        down=mlp.down_proj.weight.data,
+    )
+
+
+def _take_layers(layers: nn.ModuleList) -> list[LayerWeights]:
+    taken = []
+    for i in range(len(layers)):
+        taken.append(_take_layer(layers[i]))
+        layers[i] = nn.Identity()  # drop the reference copies of q/k/v and gate/up now
+    return taken
+
+
+def _shape(cfg) -> LayerShape:
+    head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
+    return LayerShape(cfg.num_attention_heads, cfg.num_key_value_heads, head_dim, cfg.rms_norm_eps)
+
+
+def take_weights(model: nn.Module) -> tuple[TalkerWeights, PredictorWeights]:
+    """Convert ``Qwen3TTSForConditionalGeneration.talker`` and release it from ``model``."""
+    talker = model.talker
+    cfg = talker.config
+    pred = talker.code_predictor
+    pcfg = pred.config
+    with torch.no_grad():
+        predictor = PredictorWeights(
+            layers=_take_layers(pred.model.layers),
+            shape=_shape(pcfg),
+            final_norm=pred.model.norm.weight.data,
+            codec_embeddings=torch.stack([e.weight.data for e in pred.model.codec_embedding]),
+            heads=torch.stack([h.weight.data for h in pred.lm_head]),
+            proj_w=None if isinstance(pred.small_to_mtp_projection, nn.Identity) else pred.small_to_mtp_projection.weight.data,
+            proj_b=None if isinstance(pred.small_to_mtp_projection, nn.Identity) else pred.small_to_mtp_projection.bias.data,
+            rope_theta=float(pcfg.rope_theta),
+        )
+        talker_weights = TalkerWeights(
+            layers=_take_layers(talker.model.layers),
+            shape=_shape(cfg),
+            final_norm=talker.model.norm.weight.data,
+            codec_embedding=talker.model.codec_embedding.weight.data,
+            codec_head=talker.codec_head.weight.data,
+            text_embedding=talker.model.text_embedding.weight.data,
+            text_fc1_w=talker.text_projection.linear_fc1.weight.data,
+            text_fc1_b=talker.text_projection.linear_fc1.bias.data,
+            text_fc2_w=talker.text_projection.linear_fc2.weight.data,
+            text_fc2_b=talker.text_projection.linear_fc2.bias.data,
+            rope_theta=float(cfg.rope_theta),
+        )
+    model.talker = None  # the shared tensors live on in the engine; everything else is freed
+    log.debug("took %d talker and %d predictor layers", len(talker_weights.layers), len(predictor.layers))
+    return talker_weights, predictor

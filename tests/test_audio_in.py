@@ -1,0 +1,128 @@
+"""handlers.audio_in and handlers.audio_devices: file/text sources on real threads, device choice."""
+
+import logging
+import queue
+import threading
+
+import numpy as np
+import pytest
+
+from handlers.audio_devices import AudioDeviceError, find_device
+from handlers.audio_in import SAMPLE_RATE, TRAILING_SILENCE_S, FileSource, TextSource, input_files, load_input
+from s2s.audio import write_wav
+from s2s.config import AudioInConfig
+from s2s.messages import AudioFrame, EndOfStream, Transcript
+from s2s.turns import Turns
+
+
+def tone(rate: int, seconds: float) -> np.ndarray:
+    t = np.arange(int(rate * seconds)) / rate
+    return (0.3 * np.sin(2 * np.pi * 300 * t)).astype(np.float32)
+
+
+def collect(source, q: queue.Queue, timeout: float = 5.0) -> list:
+    thread = threading.Thread(target=source.run, daemon=True)
+    thread.start()
+    items = []
+    while True:
+        item = q.get(timeout=timeout)
+        items.append(item)
+        if isinstance(item, EndOfStream):
+            break
+    thread.join(2)
+    assert not thread.is_alive()
+    return items
+
+
+def test_file_source_emits_16k_frames_then_end_of_stream(tmp_path):
+    path = tmp_path / "a.wav"
+    write_wav(path, tone(SAMPLE_RATE, 1.0), SAMPLE_RATE)
+    q = queue.Queue(maxsize=4)
+    items = collect(FileSource(AudioInConfig(), Turns(), None, q, threading.Event(), 0.01, path=path), q)
+    frames = items[:-1]
+    assert all(isinstance(f, AudioFrame) and f.sample_rate == SAMPLE_RATE for f in frames)
+    assert all(len(f.samples) == 512 for f in frames[:-1])
+    total = sum(len(f.samples) for f in frames)
+    assert total == SAMPLE_RATE + int(TRAILING_SILENCE_S * SAMPLE_RATE)
+    assert frames[1].stream_time == pytest.approx(512 / SAMPLE_RATE)
+
+
+def test_8k_stereo_file_is_resampled_and_downmixed_with_a_log(tmp_path, caplog):
+    import soundfile as sf
+
+    path = tmp_path / "stereo8k.wav"
+    sf.write(path, np.stack([tone(8000, 1.0), tone(8000, 1.0)], axis=1), 8000)
+    with caplog.at_level(logging.INFO, logger="handlers.audio_in"):
+        audio = load_input(path)
+    assert audio.ndim == 1 and len(audio) == SAMPLE_RATE
+    assert "2 channels; mixing them down" in caplog.text and "8000 Hz; resampling" in caplog.text
+
+
+def test_folder_input_is_sorted_and_checked(tmp_path):
+    for name in ("b.wav", "a.wav", "notes.txt"):
+        (tmp_path / name).write_bytes(b"")  # input_files only looks at names; FileSource also reads headers
+    assert [p.name for p in input_files(tmp_path)] == ["a.wav", "b.wav"]
+    with pytest.raises(ValueError, match="does not exist"):
+        input_files(tmp_path / "missing.wav")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(ValueError, match="holds no"):
+        input_files(empty)
+
+
+def test_file_source_waits_while_a_turn_is_open(tmp_path):
+    """Half-duplex: no frame is fed while a reply is pending; feeding resumes when the turn ends."""
+    path = tmp_path / "a.wav"
+    write_wav(path, tone(SAMPLE_RATE, 0.5), SAMPLE_RATE)
+    turns, q, stop = Turns(), queue.Queue(), threading.Event()
+    turns.begin(1)
+    source = FileSource(AudioInConfig(), turns, None, q, stop, 0.01, path=path)
+    thread = threading.Thread(target=source.run, daemon=True)
+    thread.start()
+    with pytest.raises(queue.Empty):
+        q.get(timeout=0.3)
+    turns.end(1)
+    assert isinstance(q.get(timeout=2), AudioFrame)
+    stop.set()
+    thread.join(2)
+    assert not thread.is_alive()
+
+
+def test_text_source_opens_a_turn():
+    turns, q = Turns(), queue.Queue()
+    items = collect(TextSource("  Hi there ", turns, None, q, threading.Event(), 0.01), q)
+    assert items[0] == Transcript(1, "Hi there")
+    assert turns.is_open(1) and not turns.listening
+
+
+def test_empty_text_is_a_clear_error():
+    with pytest.raises(ValueError, match="--text is empty"):
+        TextSource("   ", Turns(), None, queue.Queue(), threading.Event())
+
+
+DEVICES = [
+    {"index": 0, "name": "HDA NVidia: HDMI 0", "max_input_channels": 0, "max_output_channels": 8},
+    {"index": 1, "name": "USB PnP Sound Device: Audio", "max_input_channels": 1, "max_output_channels": 2},
+    {"index": 2, "name": "Jabra SPEAK 510 USB", "max_input_channels": 1, "max_output_channels": 2},
+]
+
+
+def test_find_device_by_name_substring_or_index():
+    assert find_device("jabra", "input", DEVICES)["index"] == 2
+    assert find_device("usb", "output", DEVICES)["index"] == 1  # first match
+    assert find_device("0", "output", DEVICES)["name"].startswith("HDA")
+    assert find_device("", "input", DEVICES)["max_input_channels"] > 0
+
+
+def test_find_device_errors_say_what_exists_and_how_to_run_headless():
+    with pytest.raises(AudioDeviceError, match=r"no input device matches audio_in.device='hdmi'.*1: USB PnP"):
+        find_device("hdmi", "input", DEVICES)
+    with pytest.raises(AudioDeviceError, match=r"no audio output device found.*--input.*--output"):
+        find_device("", "output", [])
+
+
+def test_unreadable_input_is_refused_naming_the_file(tmp_path):
+    bad = tmp_path / "broken.wav"
+    bad.write_bytes(b"RIFF but not really")
+    with pytest.raises(ValueError, match="broken.wav is not a readable audio file"):
+        FileSource(AudioInConfig(), Turns(), None, queue.Queue(), threading.Event(), path=bad)

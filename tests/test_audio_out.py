@@ -1,0 +1,120 @@
+"""handlers.audio_out: WAV and speaker sinks (with a fake output stream) end turns and mark first audio out."""
+
+import queue
+import threading
+import time
+
+import numpy as np
+import soundfile as sf
+
+from handlers.audio_out import TURN_GAP_S, SpeakerSink, WavSink
+from s2s.config import AudioOutConfig
+from s2s.messages import AudioChunk, TurnEnd, TurnFailed
+from s2s.turns import Turns
+
+RATE = 24000
+
+
+def chunk(turn_id: int, n: int, rate: int = RATE, value: float = 0.5) -> AudioChunk:
+    return AudioChunk(turn_id, np.full(n, value, dtype=np.float32), rate)
+
+
+def feed(sink, items) -> None:
+    for item in items:
+        sink.handle(item)
+
+
+def test_wav_sink_writes_replies_with_a_gap_and_ends_turns(tmp_path):
+    turns = Turns()
+    sink = WavSink(AudioOutConfig(sample_rate=RATE), turns, queue.Queue(), None, threading.Event(),
+                   path=tmp_path / "out" / "reply.wav")
+    sink.setup()
+    turns.begin(1)
+    feed(sink, [chunk(1, 1000), chunk(1, 500), TurnEnd(1)])
+    assert turns.listening and turns.records[0]["first_audio_out_ms"] is not None
+    turns.begin(2)
+    feed(sink, [chunk(2, 300), TurnEnd(2)])
+    sink.cleanup()
+    audio, rate = sf.read(tmp_path / "out" / "reply.wav")
+    gap = int(TURN_GAP_S * RATE)
+    assert rate == RATE and len(audio) == 1500 + gap + 300
+    assert np.all(audio[1500:1500 + gap] == 0) and audio[0] > 0.4
+
+
+def test_sink_drops_audio_of_failed_turns_and_records_the_error(tmp_path):
+    turns = Turns()
+    sink = WavSink(AudioOutConfig(sample_rate=RATE), turns, queue.Queue(), None, threading.Event(),
+                   path=tmp_path / "reply.wav")
+    sink.setup()
+    turns.begin(1)
+    feed(sink, [TurnFailed(1, "llm", "RuntimeError: boom"), chunk(1, 1000), TurnEnd(1)])
+    sink.cleanup()
+    assert turns.listening
+    assert turns.records[0]["error"] == "llm: RuntimeError: boom"
+    assert sf.info(tmp_path / "reply.wav").frames == 0
+
+
+def test_sink_resamples_other_rates(tmp_path):
+    turns = Turns()
+    sink = WavSink(AudioOutConfig(sample_rate=RATE), turns, queue.Queue(), None, threading.Event(),
+                   path=tmp_path / "reply.wav")
+    sink.setup()
+    turns.begin(1)
+    feed(sink, [chunk(1, 16000, rate=16000), TurnEnd(1)])
+    sink.cleanup()
+    frames = sf.info(tmp_path / "reply.wav").frames
+    assert abs(frames - RATE) < 100  # 1 s at 16 kHz became ~1 s at 24 kHz (plus the resampler's short lead-in)
+
+
+class FakeStream:
+    latency = 0.05
+
+    def __init__(self):
+        self.blocks: list[np.ndarray] = []
+        self.closed = False
+
+    def write(self, block):
+        self.blocks.append(block.copy())
+        return False
+
+    def close(self):
+        self.closed = True
+
+
+def speaker(turns: Turns, block_size: int = 256) -> tuple[SpeakerSink, FakeStream]:
+    sink = SpeakerSink(AudioOutConfig(sample_rate=RATE, block_size=block_size), turns, queue.Queue(), None,
+                       threading.Event())
+    sink.stream = FakeStream()  # what setup() opens on a machine with a sound card
+    return sink, sink.stream
+
+
+def test_speaker_writes_exact_blocks_pads_the_last_and_waits_for_playback():
+    turns = Turns()
+    sink, stream = speaker(turns)
+    turns.begin(1)
+    feed(sink, [chunk(1, 100)])
+    assert stream.blocks == [] and turns.records == []  # less than a block: nothing handed to the device yet
+    feed(sink, [chunk(1, 500)])
+    assert len(stream.blocks) == 2
+    t0 = time.monotonic()
+    feed(sink, [TurnEnd(1)])
+    assert time.monotonic() - t0 >= FakeStream.latency  # the turn ends once the last block has played
+    assert [b.shape for b in stream.blocks] == [(256, 1)] * 3
+    assert np.all(stream.blocks[2][600 - 512:] == 0) and stream.blocks[2][0, 0] == 0.5
+    assert turns.listening and turns.records[0]["first_audio_out_ms"] is not None
+    sink.cleanup()
+    assert stream.closed
+
+
+def test_speaker_error_still_ends_the_turn():
+    turns = Turns()
+    sink, stream = speaker(turns)
+
+    def broken(block):
+        raise OSError("device unplugged")
+
+    stream.write = broken
+    turns.begin(1)
+    feed(sink, [chunk(1, 1000)])
+    assert turns.listening
+    assert "speaker: OSError: device unplugged" in turns.records[0]["error"]

