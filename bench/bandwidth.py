@@ -12,7 +12,6 @@ import statistics
 from pathlib import Path
 
 import torch
-
 from common import setup_logging, write_result
 
 

@@ -17,7 +17,6 @@ import statistics
 from typing import Any
 
 import torch
-
 from common import (
     FRAME_RATE_HZ,
     LANGUAGE,

@@ -5,9 +5,10 @@ Usage (repo root on PYTHONPATH, plus qwen-tts 0.1.1 + transformers 4.57.3, see b
 
 Modes: ``graphs`` (the default engine), ``compile`` (``compile=True``: torch.compile of the step functions, still
 captured in our graphs), ``eager`` (``enforce_eager=True``, the reference point without graphs; ms/frame only).
-EOS is blocked with the engine's ``suppress_eos=True`` (its min-new-tokens EOS mask set beyond max_seq_len), and
-``max_new_tokens = n + 1`` yields exactly n frames (the reference's N -> N-1 rule, which the engine keeps). Measured: ms/frame of code generation (talker + 15 predictor steps, sampling on
-the device), RTF with codec decoding (non-streaming and streaming with chunk 4), time to first audio for first
+EOS is blocked with the engine's ``suppress_eos=True`` (its min-new-tokens EOS mask held beyond max_seq_len), and
+``max_new_tokens = n + 1`` yields exactly n frames (the reference's N -> N-1 rule, which the engine keeps).
+Measured: ms/frame of code generation (talker + 15 predictor steps, sampling on the device), RTF with codec
+decoding (non-streaming, and streaming with chunk 4 after a first chunk of 2), time to first audio for first
 chunks of 1, 2 and 4 frames, per-chunk ready times vs cumulative audio, capture time, peak GPU memory over the whole
 process (loading included) at ``--max-seq-len``.
 """
@@ -19,7 +20,6 @@ from typing import Any
 
 import numpy as np
 import torch
-
 from common import (
     FRAME_RATE_HZ,
     LANGUAGE,

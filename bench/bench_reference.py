@@ -16,14 +16,13 @@ import importlib.metadata
 from typing import Any
 
 import torch
-
 from common import (
+    FRAME_RATE_HZ,
     LANGUAGE,
     SAMPLES_PER_FRAME,
     SAMPLING,
     SPEAKER,
     TEXT,
-    FRAME_RATE_HZ,
     dtype_for,
     median_time,
     memory_report,

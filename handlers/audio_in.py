@@ -41,6 +41,8 @@ class Source(Handler):
     def __init__(self, turns: Turns, out_queue: queue.Queue, stop_event: threading.Event, poll_s: float) -> None:
         super().__init__(None, out_queue, stop_event, poll_s)
         self.turns = turns
+        self.stream_time = 0.0
+        """Seconds of audio emitted so far (the next frame's ``stream_time``)."""
 
     def produce(self) -> None:
         raise NotImplementedError
@@ -51,11 +53,7 @@ class Source(Handler):
             if not self.stop_event.is_set():
                 self.put(EndOfStream())
         finally:
-            try:
-                self.cleanup()
-            except Exception:
-                log.exception("%s: cleanup failed", self.name)
-            self.finished.set()
+            self.end_loop()
 
     def wait_listening(self) -> bool:
         """Block while a turn is open (half-duplex); False if a stop came first."""
@@ -89,7 +87,6 @@ class FileSource(Source):
         self.cfg = cfg
         self.files = [check_audio_file(file) for file in input_files(path)]  # bad input fails before models load
         self.frame_len = SAMPLE_RATE * cfg.block_ms // 1000
-        self.stream_time = 0.0
 
     def produce(self) -> None:
         for path in self.files:

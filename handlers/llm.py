@@ -19,6 +19,7 @@ import queue
 import threading
 from collections import deque
 from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -28,6 +29,9 @@ from s2s.messages import TextChunk, Transcript, TurnEnd, TurnFailed
 from s2s.models import llm_model
 from s2s.text_chunker import TextChunker
 from s2s.turns import Turns
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +56,9 @@ def resolve_device(cfg: LLMConfig) -> tuple[torch.device, torch.dtype]:
 class ChatModel:
     """A causal LM and its tokenizer: chat messages -> streamed reply text."""
 
-    def __init__(self, model: torch.nn.Module, tokenizer, device: torch.device | str = "cpu") -> None:
+    def __init__(
+        self, model: torch.nn.Module, tokenizer: PreTrainedTokenizerBase, device: torch.device | str = "cpu"
+    ) -> None:
         self.model = model.eval()
         self.tokenizer = tokenizer
         self.device = torch.device(device)
@@ -70,9 +76,8 @@ class ChatModel:
 
         path, gguf_file = llm_model(cfg)
         device, dtype = resolve_device(cfg)
-        log.info("LLM: loading %s%s on %s (%s)%s", path, f"/{gguf_file}" if gguf_file else "", device,
-                 str(dtype).removeprefix("torch."), "; a GGUF file is dequantized, which takes a while" if gguf_file
-                 else "")
+        source = f"{path}/{gguf_file} (GGUF: dequantizing takes a while)" if gguf_file else path
+        log.info("LLM: loading %s on %s (%s)", source, device, dtype)
         tokenizer = AutoTokenizer.from_pretrained(path, gguf_file=gguf_file)
         model = AutoModelForCausalLM.from_pretrained(path, gguf_file=gguf_file, dtype=dtype).to(device)
         return cls(model, tokenizer, device)

@@ -13,6 +13,7 @@ import queue
 import re
 import threading
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -21,6 +22,9 @@ from s2s.handler import Handler
 from s2s.messages import SpeechSegment, Transcript, TurnEnd, TurnFailed
 from s2s.models import whisper_model
 from s2s.turns import Turns
+
+if TYPE_CHECKING:
+    from faster_whisper import WhisperModel
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +72,8 @@ class STTHandler(Handler):
         super().__init__(in_queue, out_queue, stop_event, poll_s)
         self.cfg = cfg
         self.turns = turns
-        self.model = None
+        self.model: WhisperModel | None = None
+        """Loaded by ``setup`` (tests may inject a loaded one)."""
 
     def setup(self) -> None:
         from faster_whisper import WhisperModel

@@ -165,7 +165,8 @@ class UtteranceDetector:
                 t_speech_end=last.t_end,
             )
         else:
-            log.debug("VAD: dropped a %.0f ms burst (vad.min_speech_ms=%.0f)", voiced_s * 1000, self.min_speech_s * 1000)
+            log.debug("VAD: dropped a %.0f ms burst (vad.min_speech_ms=%.0f)", voiced_s * 1000,
+                      self.min_speech_s * 1000)
         self._preroll.clear()
         self._preroll.extend(self._frames[len(keep):])
         self._frames = []

@@ -29,7 +29,7 @@ log = logging.getLogger("s2s")
 
 OPTIONAL_COMMANDS = {
     "service": ("s2s.service", "install, remove or inspect the systemd service"),
-    "build-checkpoint": ("s2s.qwen3_tts.checkpoint", "convert a Qwen3-TTS checkpoint for the fast engine"),
+    "build-checkpoint": ("s2s.qwen3_tts.checkpoint", "write a random-weight Qwen3-TTS checkpoint (tests, benchmarks)"),
 }
 """Subcommand -> (module with add_parser(subparsers) and main(args), help). Imported only when used."""
 

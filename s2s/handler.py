@@ -125,9 +125,17 @@ class Handler:
                     break
                 self.handle(item)
         finally:
-            try:
-                self.cleanup()
-            except Exception:
-                log.exception("%s: cleanup failed", self.name)
-            self.finished.set()
-            log.debug("%s stopped", self.name)
+            self.end_loop()
+
+    def end_loop(self) -> None:
+        """The end of every ``run()``: clean up (a failure is logged, not raised) and set ``finished``."""
+        self.safe_cleanup()
+        self.finished.set()
+        log.debug("%s stopped", self.name)
+
+    def safe_cleanup(self) -> None:
+        """``cleanup()``, with a failure logged instead of raised."""
+        try:
+            self.cleanup()
+        except Exception:
+            log.exception("%s: cleanup failed", self.name)

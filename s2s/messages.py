@@ -19,7 +19,7 @@ All times are ``time.monotonic()`` seconds unless a field says otherwise.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -114,11 +114,3 @@ CONTROL_TYPES = (TurnEnd, TurnFailed, EndOfStream)
 def turn_of(item: object) -> int | None:
     """The turn id an item belongs to, or None for items outside a turn (audio frames, end of stream)."""
     return getattr(item, "turn_id", None)
-
-
-@dataclass
-class TurnTimes:
-    """Monotonic timestamps of one turn, filled in by the stages (see s2s.latency)."""
-
-    turn_id: int
-    marks: dict[str, float] = field(default_factory=dict)

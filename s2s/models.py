@@ -84,7 +84,8 @@ def _locate_whisper(cfg: STTConfig) -> tuple[str, str]:
         path = Path(cfg.model).expanduser()
         if (path / "model.bin").is_file():
             return str(path), FOUND
-        from faster_whisper import available_models  # imported here: only a model name needs it
+        # Imported only here: a directory needs no faster-whisper import.
+        from faster_whisper import available_models
 
         if cfg.model in available_models() or _is_hub_id(cfg.model):
             return cfg.model, BY_NAME

@@ -140,7 +140,7 @@ class Pipeline:
                 stage.setup()
             except Exception as exc:
                 for done in reversed(ready):
-                    _cleanup(done)
+                    done.safe_cleanup()
                 raise StageSetupError(stage.name, exc) from exc
             ready.append(stage)
             log.info("%s ready (%.1f s)", stage.name, time.monotonic() - t0)
@@ -172,7 +172,8 @@ class Pipeline:
         deadline = time.monotonic() + timeout
         for thread in self.threads:
             thread.join(max(0.0, deadline - time.monotonic()))
-        stuck = [stage.name for stage, thread in zip(self.stages, self.threads, strict=True) if thread.is_alive()]
+        # Threads are started in stage order; there are fewer of them if start() failed part-way (or never ran).
+        stuck = [stage.name for stage, thread in zip(self.stages, self.threads, strict=False) if thread.is_alive()]
         if stuck:
             log.error("stages still running %.1f s after the stop request: %s (left behind as daemon threads)",
                       timeout, ", ".join(stuck))
@@ -189,10 +190,9 @@ class Pipeline:
     def health(self) -> list[StageHealth]:
         """One StageHealth per stage, in pipeline order."""
         now = time.monotonic()
-        started = len(self.threads) == len(self.stages)
         view = []
         for i, stage in enumerate(self.stages):
-            alive = started and self.threads[i].is_alive()
+            alive = i < len(self.threads) and self.threads[i].is_alive()
             busy_since = stage.busy_since
             busy_s = 0.0 if busy_since is None else now - busy_since
             progress_age = now - stage.last_progress
@@ -204,10 +204,3 @@ class Pipeline:
     def healthy(self) -> bool:
         """No stage hung or dead."""
         return not any(stage.hung for stage in self.health())
-
-
-def _cleanup(stage: Handler) -> None:
-    try:
-        stage.cleanup()
-    except Exception:
-        log.exception("%s: cleanup failed", stage.name)

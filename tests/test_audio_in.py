@@ -3,6 +3,7 @@
 import logging
 import queue
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -126,3 +127,54 @@ def test_unreadable_input_is_refused_naming_the_file(tmp_path):
     bad.write_bytes(b"RIFF but not really")
     with pytest.raises(ValueError, match="broken.wav is not a readable audio file"):
         FileSource(AudioInConfig(), Turns(), None, queue.Queue(), threading.Event(), path=bad)
+
+
+class FakeInputStream:
+    """A 48 kHz capture stream: a 440 Hz tone, delivered at (about) real-time speed."""
+
+    def __init__(self, rate: int = 48000):
+        self.rate, self.position, self.started, self.closed = rate, 0, False, False
+
+    def start(self):
+        self.started = True
+
+    def read(self, frames: int):
+        t = (self.position + np.arange(frames)) / self.rate
+        self.position += frames
+        threading.Event().wait(frames / self.rate / 4)  # faster than real time keeps the test short
+        return (0.3 * np.sin(2 * np.pi * 440 * t)).astype(np.float32)[:, None], False  # [frames, 1]
+
+    def close(self):
+        self.closed = True
+
+
+def test_mic_source_resamples_to_16k_and_stops_within_2_s():
+    from handlers.audio_in import MicSource
+
+    q, stop = queue.Queue(), threading.Event()
+    mic = MicSource(AudioInConfig(block_ms=32), Turns(), None, q, stop, 0.01)
+    mic.stream, mic.rate = FakeInputStream(), 48000  # what setup() opens on a machine with a microphone
+    thread = threading.Thread(target=mic.run, daemon=True)
+    thread.start()
+    frames = [q.get(timeout=2) for _ in range(20)]
+    assert all(isinstance(f, AudioFrame) and f.sample_rate == SAMPLE_RATE for f in frames)
+    assert all(len(f.samples) == 512 for f in frames[1:])  # 1536 samples at 48 kHz -> 512 at 16 kHz
+    audio = np.concatenate([f.samples for f in frames])
+    peak_hz = np.argmax(np.abs(np.fft.rfft(audio[1000:]))) * SAMPLE_RATE / len(audio[1000:])
+    assert abs(peak_hz - 440) < 5
+    t0 = time.monotonic()
+    stop.set()
+    thread.join(2)
+    assert not thread.is_alive() and time.monotonic() - t0 < 2.0
+    assert mic.stream is None  # closed by cleanup
+    assert not any(isinstance(item, EndOfStream) for item in list(q.queue))  # a stop is not the end of input
+
+
+def test_realtime_file_is_fed_at_the_speed_of_speech(tmp_path):
+    path = tmp_path / "a.wav"
+    write_wav(path, tone(SAMPLE_RATE, 0.5), SAMPLE_RATE)
+    q = queue.Queue()
+    source = FileSource(AudioInConfig(realtime_file=True), Turns(), None, q, threading.Event(), 0.01, path=path)
+    t0 = time.monotonic()
+    collect(source, q)
+    assert time.monotonic() - t0 >= 0.9 * (0.5 + TRAILING_SILENCE_S)  # not faster than the audio lasts

@@ -24,11 +24,15 @@ def feed(sink, items) -> None:
         sink.handle(item)
 
 
+def wav_sink(turns: Turns, path) -> WavSink:
+    sink = WavSink(AudioOutConfig(sample_rate=RATE), turns, queue.Queue(), None, threading.Event(), path=path)
+    sink.setup()
+    return sink
+
+
 def test_wav_sink_writes_replies_with_a_gap_and_ends_turns(tmp_path):
     turns = Turns()
-    sink = WavSink(AudioOutConfig(sample_rate=RATE), turns, queue.Queue(), None, threading.Event(),
-                   path=tmp_path / "out" / "reply.wav")
-    sink.setup()
+    sink = wav_sink(turns, tmp_path / "out" / "reply.wav")
     turns.begin(1)
     feed(sink, [chunk(1, 1000), chunk(1, 500), TurnEnd(1)])
     assert turns.listening and turns.records[0]["first_audio_out_ms"] is not None
@@ -43,9 +47,7 @@ def test_wav_sink_writes_replies_with_a_gap_and_ends_turns(tmp_path):
 
 def test_sink_drops_audio_of_failed_turns_and_records_the_error(tmp_path):
     turns = Turns()
-    sink = WavSink(AudioOutConfig(sample_rate=RATE), turns, queue.Queue(), None, threading.Event(),
-                   path=tmp_path / "reply.wav")
-    sink.setup()
+    sink = wav_sink(turns, tmp_path / "reply.wav")
     turns.begin(1)
     feed(sink, [TurnFailed(1, "llm", "RuntimeError: boom"), chunk(1, 1000), TurnEnd(1)])
     sink.cleanup()
@@ -56,9 +58,7 @@ def test_sink_drops_audio_of_failed_turns_and_records_the_error(tmp_path):
 
 def test_sink_resamples_other_rates(tmp_path):
     turns = Turns()
-    sink = WavSink(AudioOutConfig(sample_rate=RATE), turns, queue.Queue(), None, threading.Event(),
-                   path=tmp_path / "reply.wav")
-    sink.setup()
+    sink = wav_sink(turns, tmp_path / "reply.wav")
     turns.begin(1)
     feed(sink, [chunk(1, 16000, rate=16000), TurnEnd(1)])
     sink.cleanup()
@@ -118,3 +118,40 @@ def test_speaker_error_still_ends_the_turn():
     feed(sink, [chunk(1, 1000)])
     assert turns.listening
     assert "speaker: OSError: device unplugged" in turns.records[0]["error"]
+
+
+def test_speaker_falls_back_to_the_device_rate(monkeypatch):
+    """A 48 kHz-only USB speaker refuses 24 kHz: the sink opens it at 48 kHz and resamples to it."""
+    import types
+
+    import handlers.audio_out as audio_out
+
+    class PortAudioError(Exception):
+        pass
+
+    opened = []
+
+    class OutputStream(FakeStream):
+        def __init__(self, device, samplerate, channels, dtype, blocksize):
+            super().__init__()
+            if samplerate != 48000:
+                raise PortAudioError("Invalid sample rate")
+            opened.append((device, samplerate, blocksize))
+
+        def start(self):
+            pass
+
+    fake_sd = types.SimpleNamespace(PortAudioError=PortAudioError, OutputStream=OutputStream)
+    device = {"index": 3, "name": "USB speaker", "max_input_channels": 0, "max_output_channels": 2,
+              "default_samplerate": 48000.0}
+    monkeypatch.setattr(audio_out, "import_sounddevice", lambda: fake_sd)
+    monkeypatch.setattr(audio_out, "find_device", lambda spec, kind: device)
+    turns = Turns()
+    sink = SpeakerSink(AudioOutConfig(sample_rate=RATE, block_size=512), turns, queue.Queue(), None,
+                       threading.Event())
+    sink.setup()
+    assert opened == [(3, 48000, 512)] and sink.rate == 48000
+    turns.begin(1)
+    feed(sink, [chunk(1, RATE), TurnEnd(1)])  # 1 s at 24 kHz
+    played = sum(len(block) for block in sink.stream.blocks)
+    assert abs(played - 48000) <= 2 * 512  # ~1 s at 48 kHz, in whole blocks

@@ -153,3 +153,10 @@ def test_sigterm_while_answering_stops_within_2_s(smollm2_dir, tmp_path, monkeyp
     assert time.monotonic() - sent[0] < 2.0
     assert signal.getsignal(signal.SIGTERM) is previous  # the CLI's handler is removed again
     assert not [t for t in threading.enumerate() if t.name.startswith("s2s-")]
+
+
+def test_an_optional_command_whose_module_cannot_load_says_so(capsys, monkeypatch):
+    monkeypatch.setitem(cli.OPTIONAL_COMMANDS, "service", ("s2s.no_such_module", "help"))
+    assert cli.main(["service", "status"]) == 1
+    assert "s2s service is not available" in capsys.readouterr().err
+    assert cli.main(["--set", "tts.bad=1", "check"]) == 2  # the other commands still work

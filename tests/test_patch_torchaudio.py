@@ -51,13 +51,25 @@ def compute(kaldi_module, case: dict, device: str = "cpu") -> torch.Tensor:
 # ---------------------------------------------------------------------------------------------------- numerics
 
 
-@pytest.mark.parametrize("case", RESULT_CASES, ids=_ids(RESULT_CASES))
-def test_matches_torchaudio_golden(case: dict) -> None:
+def assert_matches_golden(got: torch.Tensor, case: dict) -> None:
+    """atol 1e-4 / rtol 1e-5, widened per output column by 3x the float32 rounding torchaudio itself showed there
+    (``<name>/float32_rounding``, see make_kaldi_golden.py): another FFT library rounds ill-conditioned bins
+    differently, by about as much again."""
     expected = GOLDEN[case["name"]]
-    got = compute(kaldi, case)
     assert got.dtype == torch.from_numpy(expected).dtype
     assert tuple(got.shape) == expected.shape
-    np.testing.assert_allclose(got.numpy(), expected, rtol=1e-5, atol=1e-4)
+    rounding_key = case["name"] + "/float32_rounding"
+    rounding = GOLDEN[rounding_key] if rounding_key in GOLDEN.files else 0.0  # (columns,)
+    tolerance = 1e-4 + 1e-5 * np.abs(expected) + 3.0 * rounding  # (m, columns)
+    error = np.abs(got.cpu().numpy().astype(np.float64) - expected)  # (m, columns)
+    worst = np.unravel_index(np.argmax(error - tolerance), error.shape) if error.size else ()
+    assert (error <= tolerance).all(), (f"{case['name']}: |ours - torchaudio| = {error[worst]:.3g} at {worst} "
+                                        f"(tolerance {tolerance[worst]:.3g}; torchaudio {expected[worst]:.6g})")
+
+
+@pytest.mark.parametrize("case", RESULT_CASES, ids=_ids(RESULT_CASES))
+def test_matches_torchaudio_golden(case: dict) -> None:
+    assert_matches_golden(compute(kaldi, case), case)
 
 
 CUDA_CASES = [c for c in RESULT_CASES if "rng_seed" not in c]  # the CUDA generator draws other dither noise
@@ -69,7 +81,7 @@ CUDA_CASES = [c for c in RESULT_CASES if "rng_seed" not in c]  # the CUDA genera
 def test_matches_torchaudio_golden_on_cuda(case: dict) -> None:
     got = compute(kaldi, case, device="cuda")
     assert got.device.type == "cuda" or got.numel() == 0
-    np.testing.assert_allclose(got.cpu().numpy(), GOLDEN[case["name"]], rtol=1e-5, atol=1e-4)
+    assert_matches_golden(got, case)
 
 
 @pytest.mark.parametrize("case", REFUSED_CASES, ids=_ids(REFUSED_CASES))
@@ -100,6 +112,7 @@ def test_golden_file_covers_the_required_cases() -> None:
     qwen_lengths = {c["length"] for c in CASES if c["kwargs"] == golden_script.QWEN_TTS_CALL and c.get("scale", 1.0)
                     == 1.0}
     assert qwen_lengths == set(golden_script.LENGTHS)
+    assert "fbank/qwen-tts/48037/float32_rounding" in GOLDEN.files
     windows = {c["kwargs"].get("window_type", kaldi.POVEY) for c in RESULT_CASES}
     assert set(kaldi.WINDOWS) <= windows
     assert {c["function"] for c in RESULT_CASES} == {"fbank", "spectrogram", "mfcc"}

@@ -59,7 +59,7 @@ class FakeTTS(Handler):
     def __init__(self, turns, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.turns = turns
-        self.release = threading.Event()
+        self.unblock = threading.Event()
         self.setup_error: Exception | None = None
 
     def setup(self):
@@ -75,7 +75,7 @@ class FakeTTS(Handler):
         if "fail" in item.text:
             raise RuntimeError("synthesis exploded")
         if "hang" in item.text:
-            self.release.wait()  # an uninterruptible call (a stuck kernel, a dead device)
+            self.unblock.wait()  # an uninterruptible call (a stuck kernel, a dead device)
         while "slow" in item.text and not self.stop_event.is_set():
             time.sleep(0.01)
         yield AudioChunk(item.turn_id, np.full(RATE // 10, 0.25, dtype=np.float32), RATE)
@@ -131,7 +131,7 @@ def test_hung_stage_is_reported_and_stop_returns_within_2_s(tmp_path):
         assert time.monotonic() - t0 < 2.5
         assert stuck == ["tts"]  # it ignores the stop; left behind as a daemon thread
     finally:
-        tts.release.set()
+        tts.unblock.set()
     for thread in pipeline.threads:
         thread.join(2)
         assert not thread.is_alive()
@@ -147,7 +147,7 @@ def test_a_lost_turn_expires_so_listening_resumes(tmp_path):
         assert pipeline.turns.is_open(2)  # max_turn_s ended the hung turn, so the source was heard again
         assert "max_turn_s" in pipeline.turns.records[0]["error"]
     finally:
-        tts.release.set()
+        tts.unblock.set()
         pipeline.stop()
 
 
@@ -193,11 +193,12 @@ def test_dead_thread_is_reported_hung(tmp_path):
         pipeline.stop()
 
 
-def test_health_before_start_is_idle(tmp_path):
+def test_health_and_stop_before_start(tmp_path):
     pipeline, _ = build(tmp_path, ["x"])
     view = pipeline.health()
     assert [stage.name for stage in view] == ["script", "llm", "tts", "wav-out"]
     assert not any(stage.alive or stage.hung for stage in view)
+    assert pipeline.stop() == []
 
 
 def test_setup_checks_source_and_sink_first_and_releases_them_on_failure(tmp_path):
@@ -211,3 +212,35 @@ def test_setup_checks_source_and_sink_first_and_releases_them_on_failure(tmp_pat
         pipeline.setup()
     assert order == ["script", "wav-out", "llm", "tts"]
     assert sink._file is None  # the sink's open WAV file was closed again
+
+
+@pytest.mark.parametrize(
+    "mode, names",
+    [
+        ({}, ["mic", "vad", "stt", "llm", "tts", "speaker"]),
+        ({"input_path": "examples/question.wav"}, ["file-in", "vad", "stt", "llm", "tts", "speaker"]),
+        ({"text": "hello", "output_path": "r.wav"}, ["text-in", "llm", "tts", "wav-out"]),
+    ],
+)
+def test_from_config_wires_the_mode_with_bounded_queues(mode, names, monkeypatch):
+    from pathlib import Path
+
+    from s2s.config import load_config
+
+    monkeypatch.chdir(Path(__file__).resolve().parent.parent)
+    config = load_config([], ["pipeline.queue_size=5", "pipeline.max_turn_s=7", "pipeline.poll_s=0.02"])
+    pipeline = Pipeline.from_config(config, **mode)  # builds the stages; models load only in setup()
+    stages = pipeline.stages
+    assert [stage.name for stage in stages] == names
+    assert stages[0].in_queue is None and stages[-1].out_queue is None
+    for upstream, downstream in zip(stages, stages[1:], strict=False):
+        assert upstream.out_queue is downstream.in_queue and upstream.out_queue.maxsize == 5
+    assert all(stage.poll_s == 0.02 and stage.stop_event is pipeline.stop_event for stage in stages)
+    assert pipeline.turns.max_turn_s == 7 and pipeline.threads == []
+
+
+def test_from_config_refuses_input_and_text_together():
+    from s2s.config import Config
+
+    with pytest.raises(ValueError, match="either --input or --text"):
+        Pipeline.from_config(Config(), input_path="examples/question.wav", text="hi")

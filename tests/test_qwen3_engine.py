@@ -134,6 +134,8 @@ def test_over_long_input_and_budget(engines):
     eng = engines("custom_voice", max_seq_len=64)
     with pytest.raises(ValueError, match="shorten the text .* by at least"):
         eng.generate_codes(eng.prompt_custom_voice("word " * 80, "ryan"))
+    with pytest.raises(ValueError, match=r"too long to speak within max_seq_len=64: shorten it by at least \d+ tokens"):
+        eng.generate_codes(eng.prompt_custom_voice("one two three four five six seven", "ryan"))
     prompt = eng.prompt_custom_voice("Hi.", "ryan")
     with pytest.raises(ValueError, match="max_new_tokens=200 does not fit"):
         eng.generate_codes(prompt, max_new_tokens=200)

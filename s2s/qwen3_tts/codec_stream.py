@@ -24,8 +24,9 @@ The weights are read from the decoder's own modules when this object is built: m
 dtype first. Numerics follow the reference (RMSNorm in fp32, RoPE angles in fp32), so in float64 the stream equals the
 one-shot forward to rounding. Per chunk the work is a fixed sequence of kernels with no host sync and no branch on
 tensor values; states are updated in place (``copy_``), so a decode of a fixed chunk size can be captured in a CUDA
-graph. Torch features used: ``F.conv1d``, ``F.conv_transpose1d``, ``F.scaled_dot_product_attention`` with a boolean
-mask, ``F.layer_norm``, ``F.gelu``, advanced indexing, ``torch.cat``, ``Tensor.copy_``; all in torch 2.5 (JetPack).
+graph (``frames_decoded`` is a host-side count that a replay does not advance). Torch features used:
+``F.conv1d``, ``F.conv_transpose1d``, ``F.scaled_dot_product_attention`` with a boolean mask, ``F.layer_norm``,
+``F.gelu``, advanced indexing, ``torch.cat``, ``Tensor.copy_``; all in torch 2.5 (JetPack).
 Batch size is 1 (one utterance per decoder).
 """
 
@@ -250,7 +251,8 @@ class _SlidingWindowTransformer:
             return module.weight.detach(), _detached(module.bias)
 
         return {
-            "norm_in": layer.input_layernorm.weight.detach(), "norm_post": layer.post_attention_layernorm.weight.detach(),
+            "norm_in": layer.input_layernorm.weight.detach(),
+            "norm_post": layer.post_attention_layernorm.weight.detach(),
             "q": linear(attn.q_proj), "k": linear(attn.k_proj), "v": linear(attn.v_proj), "o": linear(attn.o_proj),
             "gate": linear(mlp.gate_proj), "up": linear(mlp.up_proj), "down": linear(mlp.down_proj), "act": mlp.act_fn,
             "scale_attn": layer.self_attn_layer_scale.scale.detach(), "scale_mlp": layer.mlp_layer_scale.scale.detach(),

@@ -13,7 +13,6 @@ the reference.
 
 from __future__ import annotations
 
-import functools
 import logging
 import threading
 from collections.abc import Callable, Iterator
@@ -141,7 +140,13 @@ class Qwen3TTS:
                              f"shorten the text (or instruct/reference text) by at least {1 - room} tokens, "
                              "or load the engine with a larger max_seq_len")
         if max_new_tokens is None:
-            return min(FRAMES_PER_TEXT_TOKEN * prompt.text_tokens + EXTRA_FRAMES, room)
+            needed = FRAMES_PER_TEXT_TOKEN * prompt.text_tokens
+            if needed > room:  # each text token removed frees one prompt position and needs 8 frames less
+                cut = -(-(needed - room) // (FRAMES_PER_TEXT_TOKEN + 1))
+                raise ValueError(f"the text ({prompt.text_tokens} tokens) is too long to speak within max_seq_len="
+                                 f"{self.max_seq_len}: shorten it by at least {cut} tokens (split the sentence), "
+                                 "or load the engine with a larger max_seq_len")
+            return min(needed + EXTRA_FRAMES, room)
         if max_new_tokens - 1 > room:
             raise ValueError(f"max_new_tokens={max_new_tokens} does not fit: the prompt takes {prompt.length} of "
                              f"max_seq_len={self.max_seq_len} positions; use max_new_tokens <= {room + 1} or a "
@@ -149,10 +154,16 @@ class Qwen3TTS:
         return max(max_new_tokens - 1, 0)
 
     def _step_functions(self, sampling: SamplingParams) -> tuple[Callable[[], None], Callable[[], None]]:
-        codes = functools.partial(self.talker.codes_step, sampling)
-        talk = functools.partial(self.talker.talker_step, sampling)
-        if self.compile:
-            codes, talk = torch.compile(codes, dynamic=False), torch.compile(talk, dynamic=False)
+        talker = self.talker
+
+        def codes() -> None:
+            talker.codes_step(sampling)
+
+        def talk() -> None:
+            talker.talker_step(sampling)
+
+        if self.compile:  # fuses norms, RoPE and sampling; still captured in our own graphs (needs Triton)
+            return torch.compile(codes, dynamic=False), torch.compile(talk, dynamic=False)
         return codes, talk
 
     def _frame_step(self, sampling: SamplingParams) -> Callable[[], None]:

@@ -19,7 +19,3 @@ class StaticKVCache:
     def layer(self, i: int) -> torch.Tensor:
         """Layer i's K/V [2, Hkv, L, d] (a view: writes go to the cache)."""
         return self.data[i]
-
-    @property
-    def nbytes(self) -> int:
-        return self.data.numel() * self.data.element_size()

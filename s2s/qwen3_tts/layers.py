@@ -6,7 +6,7 @@ stacked q and k heads (one norm, per-head weights stacked) -> RoPE -> one stacke
 slots -> grouped-query attention without repeating K/V (q viewed as [1, Hkv, n_rep * T, d] against K/V
 [1, Hkv, S, d]) -> o_proj -> residual -> RMSNorm -> one gate/up matmul -> SiLU * up -> down -> residual.
 
-Norms compute in fp32 and multiply the weight in the model dtype, as the reference ``Qwen3TTSRMSNorm``.
+Norms compute their statistics in fp32, as the reference ``Qwen3TTSRMSNorm``.
 """
 
 from __future__ import annotations
@@ -20,9 +20,15 @@ from s2s.qwen3_tts.rope import apply_rope
 
 
 def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
-    """x [..., n] normalised in fp32 over the last dim, cast back, times weight [..., n] (reference numerics)."""
-    normed = F.rms_norm(x.float(), (x.shape[-1],), eps=eps)  # [..., n] fp32
-    return weight * normed.to(x.dtype)
+    """x [..., n] RMS-normalised over the last dim, times weight [n] (or [..., n], broadcast).
+
+    ``F.rms_norm`` (torch >= 2.4) upcasts to fp32 for the statistics and casts back before the weight, which is
+    the reference's ``Qwen3TTSRMSNorm`` arithmetic, in one call instead of five elementwise kernels.
+    """
+    n = x.shape[-1]
+    if weight.dim() == 1:
+        return F.rms_norm(x, (n,), weight, eps)
+    return F.rms_norm(x, (n,), None, eps) * weight  # stacked per-head weights (q/k norm)
 
 
 @dataclass

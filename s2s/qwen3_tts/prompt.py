@@ -16,16 +16,13 @@ projection calls, so fp32 results match bit for bit):
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
 from s2s.qwen3_tts.voice import VoicePrompt
-from s2s.qwen3_tts.weights import PredictorWeights, TalkerWeights
-
-log = logging.getLogger(__name__)
+from s2s.qwen3_tts.weights import PredictorWeights, TalkerWeights, embed_codes
 
 
 @dataclass
@@ -73,13 +70,6 @@ class PromptBuilder:
     def _codec(self, ids: list[int]) -> torch.Tensor:
         """Codec control ids -> talker codec embedding rows [1, n, D]."""
         return F.embedding(torch.tensor([ids], device=self.device), self.w.codec_embedding)
-
-    def _summed_codes(self, codes: torch.Tensor) -> torch.Tensor:
-        """Codes [R, 16] -> [1, R, D]: talker embedding of codebook 0 plus predictor embeddings of codebooks 1..15."""
-        rows = [F.embedding(codes[:, :1], self.w.codec_embedding)]  # [R, 1, D]
-        for i in range(codes.shape[1] - 1):
-            rows.append(F.embedding(codes[:, i + 1 : i + 2], self.predictor.codec_embeddings[i]))
-        return torch.cat(rows, dim=1).sum(1).unsqueeze(0)  # [1, R, D]
 
     # -- validation -------------------------------------------------------------------------------------------
     def languages(self) -> list[str]:
@@ -165,7 +155,7 @@ class PromptBuilder:
     def _icl(self, text_id, ref_id, ref_codes, tts_pad, tts_eos, non_streaming_mode):
         """Voice-clone in-context rows: (ref text + text + eos) against (codec bos + summed reference codes)."""
         text = torch.cat((self._text(torch.cat((ref_id, text_id), dim=-1)), tts_eos), dim=1)  # [1, Tt, D]
-        codes = torch.cat((self._codec([self.tcfg.codec_bos_id]), self._summed_codes(ref_codes)), dim=1)  # [1, Tc, D]
+        codes = torch.cat((self._codec([self.tcfg.codec_bos_id]), embed_codes(ref_codes, self.w, self.predictor).unsqueeze(0)), dim=1)  # [1, Tc, D]
         n_text, n_codec = text.shape[1], codes.shape[1]
         if non_streaming_mode:
             rows = text + self._codec([self.tcfg.codec_pad_id] * n_text)

@@ -24,7 +24,7 @@ from s2s.qwen3_tts.layers import causal_mask, decoder_layer, rms_norm
 from s2s.qwen3_tts.predictor import CodePredictor
 from s2s.qwen3_tts.rope import RopeTables
 from s2s.qwen3_tts.sampling import SamplingParams, TalkerLogitsProcessor, select_token
-from s2s.qwen3_tts.weights import TalkerWeights
+from s2s.qwen3_tts.weights import TalkerWeights, embed_codes
 
 
 class Talker:
@@ -48,7 +48,6 @@ class Talker:
         self.frame_codes = torch.zeros(predictor.n_residual + 1, **long)
         self.history = torch.zeros(L, predictor.n_residual + 1, **long)
         self.trailing = torch.zeros(L + 1, hidden, dtype=dtype, device=device)
-        self.residual_rows = torch.arange(predictor.n_residual, **long)  # [15]
 
     def _layers(self, x, positions, slots, kv_len, mask) -> torch.Tensor:
         cos, sin = self.rope.lookup(positions)  # [T, d]
@@ -94,10 +93,8 @@ class Talker:
 
     def talker_step(self, sampling: SamplingParams) -> None:
         """Talker on the summed codes of the current frame: next codebook-0 id; advances all counters."""
-        c = self.frame_codes
-        rows = torch.cat((F.embedding(c[:1], self.w.codec_embedding),  # [1, D]
-                          self.predictor.w.codec_embeddings[self.residual_rows, c[1:]]))  # [16, D]
-        x = rows.sum(0, keepdim=True) + self.trailing.index_select(0, self.frame)  # [1, D]
+        summed = embed_codes(self.frame_codes.unsqueeze(0), self.w, self.predictor.w)  # [1, D]
+        x = summed + self.trailing.index_select(0, self.frame)  # [1, D]
         mask = (self.key_index <= self.cache_slot).expand(self.w.shape.group, -1)  # [n_rep, L]
         hidden = self._layers(x.unsqueeze(0), self.position, self.cache_slot, self.max_seq_len, mask)  # [1, 1, D]
         logits = F.linear(hidden, self.w.codec_head)[0, 0].float()  # [V]

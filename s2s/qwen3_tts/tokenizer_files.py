@@ -70,7 +70,7 @@ _FORMAT_VERSION = 1
 
 
 def byte_to_unicode() -> dict[int, str]:
-    """GPT-2's reversible byte alphabet: printable Latin-1 bytes stand for themselves, the others get code points 256+."""
+    """GPT-2's reversible byte alphabet: printable Latin-1 bytes stand for themselves, the rest get code points 256+."""
     kept = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
     table = {b: chr(b) for b in kept}
     extra = 0

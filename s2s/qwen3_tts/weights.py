@@ -14,6 +14,7 @@ import logging
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from s2s.qwen3_tts.layers import LayerShape, LayerWeights
@@ -46,6 +47,16 @@ class PredictorWeights:
     proj_w: torch.Tensor | None  # [Dp, D_talker] (1.7B) or None (0.6B: identity)
     proj_b: torch.Tensor | None  # [Dp]
     rope_theta: float
+
+
+def embed_codes(codes: torch.Tensor, talker: TalkerWeights, predictor: PredictorWeights) -> torch.Tensor:
+    """Codes [R, 16] -> summed embeddings [R, D]: the talker's table for codebook 0, predictor table i for
+    codebook i + 1 (the talker input of a frame; also the voice-clone reference rows). Summed over a [R, 16, D]
+    stack, the reference's reduction layout, so fp32 results match bit for bit."""
+    rows = torch.arange(codes.shape[1] - 1, device=codes.device)  # [15]
+    stacked = torch.cat((F.embedding(codes[:, :1], talker.codec_embedding),  # [R, 1, D]
+                         predictor.codec_embeddings[rows, codes[:, 1:]]), dim=1)  # [R, 16, D]
+    return stacked.sum(1)  # [R, D]
 
 
 def _take_layer(layer: nn.Module) -> LayerWeights:

@@ -9,6 +9,12 @@ Inputs are not stored: ``make_waveform`` rebuilds each from its case (length, ch
 numpy's legacy ``RandomState``, whose stream never changes. The file holds, per case, the output array (or the
 error torchaudio raised) and a JSON list of the cases, so the test needs nothing but this module's
 ``make_waveform``.
+
+Float32 cannot resolve every output: after pre-emphasis the lowest mel bins hold ~1e-6 of a frame's energy, and
+FFT libraries (MKL on Intel vs AMD, pocketfft on ARM, cuFFT) round them differently by up to ~4e-4 in log. So each
+float32 case without dither also stores ``<name>/float32_rounding``: per output column, the largest
+|float32 - float64| of torchaudio's own result on this input. The test widens its tolerance by that, column by
+column; everywhere float32 is well conditioned it stays atol 1e-4 / rtol 1e-5.
 """
 
 from __future__ import annotations
@@ -106,10 +112,16 @@ def main() -> None:
                                               case.get("scale", 1.0), case.get("dtype", "float32")))
         if "rng_seed" in case:
             torch.manual_seed(case["rng_seed"])
+        function = getattr(kaldi, case["function"])
         try:
-            arrays[case["name"]] = getattr(kaldi, case["function"])(wave, **case["kwargs"]).numpy()
+            arrays[case["name"]] = function(wave, **case["kwargs"]).numpy()
         except Exception as exc:  # noqa: BLE001  (any refusal is recorded; the test expects ours to refuse too)
             case = dict(case, error=f"{type(exc).__name__}: {exc}")
+        else:
+            if wave.dtype == torch.float32 and "rng_seed" not in case and arrays[case["name"]].ndim == 2:
+                exact = function(wave.double(), **case["kwargs"]).numpy()  # (m, columns)
+                rounding = np.abs(arrays[case["name"]] - exact).max(axis=0, initial=0.0)  # (columns,)
+                arrays[case["name"] + "/float32_rounding"] = rounding.astype(np.float32)
         cases.append(case)
     for name, args in MEL_BANK_CASES.items():
         banks, centers = kaldi.get_mel_banks(*args)

@@ -1,0 +1,78 @@
+"""STT: device choice, the noise filter, and faster-whisper (embedded tiny.en) on espeak-ng speech."""
+
+import threading
+
+import numpy as np
+import pytest
+from fixtures_models import speech_16k  # noqa: F401  (session fixture)
+
+from handlers.stt import STTHandler, is_noise, resolve_device
+from s2s.config import STTConfig
+from s2s.messages import SpeechSegment, Transcript, TurnEnd, TurnFailed
+from s2s.turns import Turns
+
+
+@pytest.mark.parametrize("text", ["", "   ", "...", "[BLANK_AUDIO]", "(music playing)", "*coughs*", "♪ ♪",
+                                  " [Music] ."])
+def test_noise_only_transcripts(text):
+    assert is_noise(text)
+
+
+@pytest.mark.parametrize("text", ["Hi.", "What's the weather?", "3", "(um) Yes"])
+def test_transcripts_with_words(text):
+    assert not is_noise(text)
+
+
+def test_device_auto_follows_ctranslate2(monkeypatch):
+    import ctranslate2
+
+    monkeypatch.setattr(ctranslate2, "get_cuda_device_count", lambda: 0)
+    assert resolve_device(STTConfig()) == ("cpu", "int8")
+    assert resolve_device(STTConfig(compute_type="float32")) == ("cpu", "float32")
+    with pytest.raises(RuntimeError, match="stt.device"):
+        resolve_device(STTConfig(device="cuda"))
+    monkeypatch.setattr(ctranslate2, "get_cuda_device_count", lambda: 1)
+    assert resolve_device(STTConfig()) == ("cuda", "float16")
+
+
+@pytest.fixture(scope="module")
+def stt() -> STTHandler:
+    handler = STTHandler(STTConfig(device="cpu"), Turns(), None, None, threading.Event())
+    handler.setup()
+    return handler
+
+
+def segment(turns: Turns, audio: np.ndarray) -> SpeechSegment:
+    turn_id = turns.new_id()
+    turns.begin(turn_id)
+    return SpeechSegment(turn_id=turn_id, audio=audio, start_s=0.0, end_s=audio.size / 16000, t_speech_end=0.0)
+
+
+@pytest.mark.slow
+def test_speech_gives_a_transcript_with_the_keywords(stt, speech_16k):  # noqa: F811
+    stt.turns = turns = Turns()
+    item = segment(turns, speech_16k)
+    (transcript,) = stt.process(item)
+    assert isinstance(transcript, Transcript) and transcript.turn_id == item.turn_id
+    words = transcript.text.lower()
+    assert "weather" in words and "berlin" in words
+    assert transcript.language == "en"
+    turns.end(item.turn_id)
+    assert turns.records[-1]["transcript_ready_ms"] >= 0
+
+
+@pytest.mark.slow
+def test_silence_ends_the_turn_without_a_transcript(stt):
+    stt.turns = turns = Turns()
+    item = segment(turns, np.zeros(16000 * 2, dtype=np.float32))
+    assert list(stt.process(item)) == [TurnEnd(item.turn_id)]
+
+
+@pytest.mark.slow
+def test_closed_turns_are_dropped_and_controls_forwarded(stt, speech_16k):  # noqa: F811
+    stt.turns = turns = Turns()
+    item = segment(turns, speech_16k)
+    turns.end(item.turn_id, error="a later stage failed")
+    assert list(stt.process(item)) == []
+    failed = TurnFailed(item.turn_id, "tts", "boom")
+    assert list(stt.process(failed)) == [failed]
