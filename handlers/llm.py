@@ -19,6 +19,7 @@ import queue
 import threading
 from collections import deque
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import torch
@@ -26,7 +27,7 @@ import torch
 from s2s.config import LLMConfig
 from s2s.handler import Handler
 from s2s.messages import TextChunk, Transcript, TurnEnd, TurnFailed
-from s2s.models import llm_model
+from s2s.models import gguf_conversion_dir, llm_model
 from s2s.text_chunker import TextChunker
 from s2s.turns import Turns
 
@@ -53,6 +54,19 @@ def resolve_device(cfg: LLMConfig) -> tuple[torch.device, torch.dtype]:
     return device, torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
 
 
+def save_conversion(model, tokenizer, folder: Path) -> None:
+    """Keep a dequantized GGUF model as a plain transformers folder so later starts skip the conversion."""
+    staging = folder.with_name(folder.name + ".partial")
+    try:
+        model.save_pretrained(staging)
+        tokenizer.save_pretrained(staging)
+        staging.replace(folder)
+    except OSError as exc:
+        log.warning("LLM: could not cache the converted model in %s (%s); the next start converts again", folder, exc)
+    else:
+        log.info("LLM: converted model cached in %s", folder)
+
+
 class ChatModel:
     """A causal LM and its tokenizer: chat messages -> streamed reply text."""
 
@@ -76,11 +90,16 @@ class ChatModel:
 
         path, gguf_file = llm_model(cfg)
         device, dtype = resolve_device(cfg)
-        source = f"{path}/{gguf_file} (GGUF: dequantizing takes a while)" if gguf_file else path
+        converted = gguf_conversion_dir(path, gguf_file) if gguf_file else None
+        if converted is not None and (converted / "config.json").is_file():
+            path, gguf_file = str(converted), None
+        source = f"{path}/{gguf_file} (GGUF: dequantizing once, then cached)" if gguf_file else path
         log.info("LLM: loading %s on %s (%s)", source, device, dtype)
         tokenizer = AutoTokenizer.from_pretrained(path, gguf_file=gguf_file)
-        model = AutoModelForCausalLM.from_pretrained(path, gguf_file=gguf_file, dtype=dtype).to(device)
-        return cls(model, tokenizer, device)
+        model = AutoModelForCausalLM.from_pretrained(path, gguf_file=gguf_file, dtype=dtype)
+        if gguf_file and converted is not None:
+            save_conversion(model, tokenizer, converted)
+        return cls(model.to(device), tokenizer, device)
 
     def prompt_ids(self, messages: list[Message]) -> torch.Tensor:
         """The chat template applied to ``messages``, ending with the assistant's turn: [1, T] token ids."""

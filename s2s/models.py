@@ -50,6 +50,18 @@ def models_dir() -> Path:
     return Path(env).expanduser() if env else Path(__file__).resolve().parent.parent / "models"
 
 
+def cache_root() -> Path:
+    """s2s-edge's cache folder for converted files: ``$S2S_CACHE_DIR``, default ``~/.cache/s2s-edge``."""
+    return Path(os.environ.get("S2S_CACHE_DIR", Path.home() / ".cache" / "s2s-edge"))
+
+
+def gguf_conversion_dir(path: str, gguf_file: str) -> Path:
+    """Where the dequantized copy of a GGUF model is kept (keyed by file name, size and modification time)."""
+    source = Path(path) / gguf_file
+    stat = source.stat()
+    return cache_root() / "llm" / f"{source.stem}-{stat.st_size}-{int(stat.st_mtime)}"
+
+
 def _package_dir(package: str) -> Path | None:
     """The folder of an installed package, found without importing it (some embedded-model packages import
     heavy or missing dependencies in their ``__init__``)."""

@@ -269,3 +269,36 @@ def test_smollm2_answers_in_chunks_and_uses_history(smollm2_dir):  # noqa: F811
     prompt = handler.build_messages("And a fourth?")
     assert [m["role"] for m in prompt] == ["system", "user", "assistant", "user"]  # one exchange kept (bounded)
     assert prompt[1]["content"] == "Name three colors."
+
+
+def test_a_gguf_model_is_converted_once_then_loaded_from_the_cache(tiny_qwen2, tokenizer, tmp_path, monkeypatch):
+    import transformers
+
+    import handlers.llm as llm_module
+    from s2s.config import LLMConfig
+
+    (tmp_path / "m.gguf").write_bytes(b"GGUF stand-in")
+    monkeypatch.setenv("S2S_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setattr(llm_module, "llm_model", lambda cfg: (str(tmp_path), "m.gguf"))
+    gguf_loads = []
+    real_model_load = transformers.AutoModelForCausalLM.from_pretrained
+    real_tokenizer_load = transformers.AutoTokenizer.from_pretrained
+
+    def model_load(path, gguf_file=None, **kwargs):
+        if gguf_file:
+            gguf_loads.append(gguf_file)
+            return tiny_qwen2
+        return real_model_load(path, **kwargs)
+
+    def tokenizer_load(path, gguf_file=None, **kwargs):
+        return tokenizer if gguf_file else real_tokenizer_load(path, **kwargs)
+
+    monkeypatch.setattr(transformers.AutoModelForCausalLM, "from_pretrained", model_load)
+    monkeypatch.setattr(transformers.AutoTokenizer, "from_pretrained", tokenizer_load)
+    cfg = LLMConfig(device="cpu", dtype="float32")
+    first = ChatModel.load(cfg)
+    second = ChatModel.load(cfg)
+    assert gguf_loads == ["m.gguf"]
+    assert list((tmp_path / "cache" / "llm").glob("m-*/config.json"))
+    prompt = first.prompt_ids([{"role": "user", "content": "hello there"}])
+    assert list(first.generate_ids(prompt, 8)) == list(second.generate_ids(prompt, 8))

@@ -31,7 +31,8 @@ from pathlib import Path
 
 import torch
 
-from s2s.qwen3_tts.tokenizer_files import cache_root, write_tokenizer_files
+from s2s.models import cache_root
+from s2s.qwen3_tts.tokenizer_files import write_tokenizer_files
 
 log = logging.getLogger(__name__)
 

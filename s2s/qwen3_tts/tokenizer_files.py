@@ -23,6 +23,8 @@ import os
 import shutil
 from pathlib import Path
 
+from s2s.models import cache_root
+
 log = logging.getLogger(__name__)
 
 BPE_TOKEN_COUNT = 151643
@@ -166,11 +168,6 @@ def tokenizer_config() -> dict:
         "tokenizer_class": "Qwen2Tokenizer",
         "unk_token": None,
     }
-
-
-def cache_root() -> Path:
-    """s2s-edge's cache folder: ``$S2S_CACHE_DIR``, default ``~/.cache/s2s-edge``."""
-    return Path(os.environ.get("S2S_CACHE_DIR", Path.home() / ".cache" / "s2s-edge"))
 
 
 def cache_dir() -> Path:
