@@ -42,7 +42,7 @@ from common import (
 
 FIRST_CHUNK_SIZES = (1, 2, 4)
 STREAM_CHUNK = 4
-EAGER_FRAMES = 40
+EAGER_FRAMES = 60
 """Eager steps take ~50 ms: a shorter run is enough for that reference point."""
 
 

@@ -85,7 +85,7 @@ for step in $STEPS; do
     done
     ;;
   tests)
-    S2S_QWEN3_CKPT_DIR=$CKPTS run cuda-tests 420 "$OURS_PATH" python3 -m pytest -q -m cuda -p no:cacheprovider "$REPO/tests/test_qwen3_cuda.py"
+    S2S_QWEN3_CKPT_DIR=$CKPTS run cuda-tests 420 "$OURS_PATH" python3 -m pytest -q -s -m cuda -p no:cacheprovider "$REPO/tests/test_qwen3_cuda.py"
     ;;
   *)
     echo "unknown step $step (steps: install build bandwidth reference fq3 ours compile eager tests)" >&2

@@ -25,6 +25,18 @@ TARGET_STREAM_RTF = 10.0
 TARGET_PEAK_GIB = 3.0
 
 
+NOTES = [
+    "- Our streaming decodes each chunk with the stateful codec decoder (exact: equal to the one-shot decode); "
+    "faster-qwen3-tts re-decodes each chunk with 25 frames of left context (an approximation, cheaper per chunk "
+    "only for long histories). Both include the codec decoding in every figure marked 'with decode' or 'first audio'.",
+    "- faster-qwen3-tts has one chunk size per stream: its first-audio figures use chunk_size 1, 2 and 4 for the "
+    "whole stream; ours uses a first chunk of 1, 2 or 4 frames, then chunks of 4.",
+    "- The reference qwen-tts has no streaming output: its first audio is the whole utterance.",
+    "- The eager row (no CUDA graphs) is host-bound and noisy (launch-rate limited): a reference point only.",
+    "- Each row's measurement time is in the ms/frame table; rows from the same call share one machine.",
+]
+
+
 def load(json_dir: Path) -> tuple[dict[tuple[str, str], dict[str, Any]], dict[str, Any] | None]:
     results: dict[tuple[str, str], dict[str, Any]] = {}
     bandwidth = None
@@ -63,8 +75,8 @@ class Summary:
         self.gbps = bandwidth["copy"]["gbps"] if bandwidth else None
         self.sizes = sorted({size for _, size in results})
         self.systems = [s for s in SYSTEM_ORDER if any((s, size) in results for size in self.sizes)]
-        any_result = next(iter(results.values()), bandwidth or {})
-        self.env = any_result.get("environment", {})
+        main = results.get(("ours-graphs", "0.6b")) or next(iter(results.values()), bandwidth or {})
+        self.env = main.get("environment", {})
 
     def get(self, system: str, size: str) -> dict[str, Any] | None:
         return self.results.get((system, size))
@@ -224,7 +236,7 @@ class Summary:
             "",
             f"- GPU: {env.get('gpu')} ({env.get('sms')} SMs, {fmt(env.get('gpu_memory_gib'), 1)} GiB); "
             f"torch {env.get('torch')} (CUDA {env.get('cuda')}), Python {env.get('python')}; "
-            f"date {env.get('date_utc')}.",
+            f"run of {env.get('date_utc')} (UTC).",
         ]
         if self.gbps:
             lines.append(f"- Memory bandwidth measured in this run (4 GiB device-to-device copy, read + write): "
@@ -256,6 +268,8 @@ class Summary:
             self.latency_table(),
             ["", "## Jetson AGX Orin projection", ""],
             self.orin_projection(),
+            ["", "## Notes", ""],
+            NOTES,
             ["", "## Streaming schedule", ""],
             self.chunk_times(),
         ]

@@ -101,7 +101,8 @@ def test_mfcc_shorter_than_min_duration_is_empty() -> None:
 def test_mel_banks_match_torchaudio_golden(name: str) -> None:
     args = json.loads(str(GOLDEN["mel_bank_cases"]))[name]
     banks, centers = kaldi.get_mel_banks(*args)
-    np.testing.assert_allclose(banks.numpy(), GOLDEN[name + "/banks"], rtol=1e-5, atol=1e-6)
+    # Weights in [0, 1] from float32 log/exp: another CPU's vectorised maths moves them by up to ~3e-5 (VTLN).
+    np.testing.assert_allclose(banks.numpy(), GOLDEN[name + "/banks"], rtol=1e-5, atol=1e-4)
     np.testing.assert_allclose(centers.numpy(), GOLDEN[name + "/centers"], rtol=1e-5, atol=1e-3)
 
 

@@ -53,7 +53,7 @@ class Qwen3TTS:
         talker_w, predictor_w = take_weights(model)
         self.predictor = CodePredictor(predictor_w, cfg.talker_config.num_code_groups, dtype, device)
         self.talker = Talker(talker_w, self.predictor, self.eos_id, max_seq_len, dtype, device)
-        self.prompts = PromptBuilder(talker_w, predictor_w, cfg, reference.processor, device)
+        self.prompts = PromptBuilder(talker_w, cfg, reference.processor, device)
         self.model = model  # what is left of the reference: speech tokenizer, speaker encoder (Base)
         self.speech_tokenizer = model.speech_tokenizer
         self.use_graphs = device.type == "cuda" and not enforce_eager

@@ -5,6 +5,11 @@ Per frame: input rows [past_hidden, embed(cb0)] [1, 2, D_talker] -> (1.7B: Linea
 single-token steps: embed(code i) with table i-1 at position i+1 -> head i -> code i+1. Positions, cache slots and
 key lengths are static per step (the loop is unrolled), so the whole frame is one function without host syncs
 that runs eagerly or is captured as one CUDA graph. The 16-slot K/V cache is rewritten every frame.
+
+Everything that depends only on the position is precomputed: the RoPE matrices of positions 0..15 and the
+prefill's additive causal mask (a bool mask would cost three conversion kernels per layer). Heads run on the
+model-dtype logits: greedy argmax and top-k are exact on them, and sampling promotes to fp32 inside its first
+arithmetic kernel, so no separate cast kernel is needed.
 """
 
 from __future__ import annotations
@@ -24,32 +29,37 @@ class CodePredictor:
         self.w = w
         self.n_residual = n_groups - 1  # 15
         self.cache = StaticKVCache(len(w.layers), w.shape, n_groups, dtype, device)
-        self.rope = RopeTables(w.shape.head_dim, w.rope_theta, n_groups, dtype, device)
         self.slots = torch.arange(n_groups, device=device)  # [16]; slot == position
-        self.prefill_mask = causal_mask(2, w.shape.group, device)  # [2 n_rep, 2]
+        self.rotations = RopeTables(w.shape.head_dim, w.rope_theta, n_groups, dtype, device).rotations(self.slots)
+        """[16, d, d] RoPE matrix of each position."""
+        prefill_mask = causal_mask(2, w.shape.group, device)  # [2 n_rep, 2] bool
+        self.prefill_mask = torch.zeros(prefill_mask.shape, dtype=dtype, device=device).masked_fill_(
+            ~prefill_mask, float("-inf"))  # [2 n_rep, 2] additive
 
     def _forward(self, x: torch.Tensor, first: int, mask: torch.Tensor | None) -> torch.Tensor:
-        """x [1, T, D_talker] at positions first..first+T-1 -> final-norm hidden [1, T, Dp]."""
+        """x [1, T, D_talker] (consumed: the layers update it in place) at positions first..first+T-1 -> final-norm
+        hidden [1, T, Dp]."""
         T = x.shape[1]
         if self.w.proj_w is not None:
             x = F.linear(x, self.w.proj_w, self.w.proj_b)  # [1, T, Dp]
-        cos, sin = self.rope.cos[first : first + T], self.rope.sin[first : first + T]  # [T, d]
+        rotations = self.rotations[first : first + T]  # [T, d, d]
         slots = self.slots[first : first + T]  # [T]
         for i, lw in enumerate(self.w.layers):
-            x = decoder_layer(x, lw, self.w.shape, cos, sin, self.cache.layer(i), slots, first + T, mask)
+            x = decoder_layer(x, lw, self.w.shape, rotations, self.cache.layer(i), slots, first + T, mask)
         return rms_norm(x, self.w.final_norm, self.w.shape.eps)
 
-    def run(self, past_hidden: torch.Tensor, cb0_embed: torch.Tensor, sampling: SamplingParams) -> torch.Tensor:
-        """past_hidden, cb0_embed [1, 1, D_talker] -> codes of codebooks 1..15, LongTensor [15]."""
+    def run(self, inputs: torch.Tensor, sampling: SamplingParams, out: torch.Tensor) -> None:
+        """inputs [1, 2, D_talker] = (past_hidden, cb0 embedding) -> codes of codebooks 0..15 written to ``out`` [16]
+        (``out[:1]`` must already hold the codebook-0 id)."""
         s = sampling
-        hidden = self._forward(torch.cat((past_hidden, cb0_embed), dim=1), 0, self.prefill_mask)  # [1, 2, Dp]
-        codes = []
+        hidden = self._forward(inputs.clone(), 0, self.prefill_mask)  # [1, 2, Dp]
+        codes = [out[:1]]
         for i in range(self.n_residual):
-            logits = F.linear(hidden, self.w.heads[i])[0, -1].float()  # [2048]
+            logits = F.linear(hidden[0, -1], self.w.heads[i])  # [2048] model dtype
             code = select_token(logits, s.subtalker_do_sample, s.subtalker_temperature, s.subtalker_top_k,
                                 s.subtalker_top_p)  # [1]
             codes.append(code)
             if i + 1 < self.n_residual:
                 embed = F.embedding(code, self.w.codec_embeddings[i]).unsqueeze(0)  # [1, 1, D_talker]
                 hidden = self._forward(embed, i + 2, None)  # [1, 1, Dp]
-        return torch.cat(codes)  # [15]
+        torch.cat(codes, out=out)  # [16]

@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from s2s.qwen3_tts.voice import VoicePrompt
-from s2s.qwen3_tts.weights import PredictorWeights, TalkerWeights, embed_codes
+from s2s.qwen3_tts.weights import TalkerWeights, embed_codes
 
 
 @dataclass
@@ -48,9 +48,8 @@ def _chat(role: str, text: str, open_assistant: bool = False) -> str:
 class PromptBuilder:
     """Builds ``TalkerPrompt``s from text with the checkpoint's tokenizer and the engine's embedding weights."""
 
-    def __init__(self, talker: TalkerWeights, predictor: PredictorWeights, config, tokenizer, device: torch.device):
+    def __init__(self, talker: TalkerWeights, config, tokenizer, device: torch.device):
         self.w = talker
-        self.predictor = predictor
         self.cfg = config  # Qwen3TTSConfig
         self.tcfg = config.talker_config
         self.tokenizer = tokenizer
@@ -155,7 +154,7 @@ class PromptBuilder:
     def _icl(self, text_id, ref_id, ref_codes, tts_pad, tts_eos, non_streaming_mode):
         """Voice-clone in-context rows: (ref text + text + eos) against (codec bos + summed reference codes)."""
         text = torch.cat((self._text(torch.cat((ref_id, text_id), dim=-1)), tts_eos), dim=1)  # [1, Tt, D]
-        codes = torch.cat((self._codec([self.tcfg.codec_bos_id]), embed_codes(ref_codes, self.w, self.predictor).unsqueeze(0)), dim=1)  # [1, Tc, D]
+        codes = torch.cat((self._codec([self.tcfg.codec_bos_id]), embed_codes(ref_codes, self.w).unsqueeze(0)), dim=1)  # [1, Tc, D]
         n_text, n_codec = text.shape[1], codes.shape[1]
         if non_streaming_mode:
             rows = text + self._codec([self.tcfg.codec_pad_id] * n_text)

@@ -1,12 +1,19 @@
-"""Rotary position embedding from precomputed tables.
+"""Rotary position embedding as one matmul per layer with a per-position rotation matrix.
 
 Talker: the checkpoint's interleaved M-RoPE (mrope_section [24, 20, 20], theta 1e6) gets three identical position
 streams in TTS (the reference's ``get_rope_index`` is a cumulative sum of the attention mask for all three), so
 it equals plain 1-D RoPE with the same theta (tests/test_qwen3_engine.py checks this against the reference
 function). Code predictor: plain 1-D RoPE, positions 0..15 every frame.
 
-Tables are fp32 [max_len, head_dim] computed like the reference (fp32 ``inv_freq`` times position, ``cat(f, f)``),
-then stored in the model dtype, as the reference casts cos/sin to the activations' dtype.
+The rotate-half RoPE ``x * cos + rotate_half(x) * sin`` is linear in x: ``x @ R`` with R [d, d] holding cos on the
+diagonal and -sin / +sin where rotate_half takes its partner from (R = diag(cos) + S diag(sin), S the signed
+half-swap). Built from two exact products, R's entries are exactly the cos/sin values, so only the summation of the
+two non-zero terms is done by the matmul (fp32: within an ulp of the elementwise form). One matmul replaces five
+elementwise kernels per layer; R is built once per step and shared by all layers (the code predictor's positions
+are fixed, so its matrices are precomputed).
+
+cos/sin are fp32 [max_len, head_dim] computed like the reference (fp32 ``inv_freq`` times position,
+``cat(f, f)``), then stored in the model dtype, as the reference casts cos/sin to the activations' dtype.
 """
 
 from __future__ import annotations
@@ -15,24 +22,35 @@ import torch
 
 
 class RopeTables:
-    """cos/sin tables [max_len, head_dim] for positions 0..max_len-1."""
+    """cos/sin of positions 0..max_len-1 and the rotation matrices built from them."""
 
     def __init__(self, head_dim: int, theta: float, max_len: int, dtype: torch.dtype, device: torch.device) -> None:
-        exponents = torch.arange(0, head_dim, 2, dtype=torch.int64).to(dtype=torch.float) / head_dim  # [D/2]
-        inv_freq = 1.0 / (theta ** exponents)  # [D/2]
+        exponents = torch.arange(0, head_dim, 2, dtype=torch.int64).to(dtype=torch.float) / head_dim  # [d/2]
+        inv_freq = 1.0 / (theta ** exponents)  # [d/2]
         positions = torch.arange(max_len, dtype=torch.float)  # [L]
-        freqs = positions[:, None] * inv_freq[None, :]  # [L, D/2]
-        angles = torch.cat((freqs, freqs), dim=-1)  # [L, D]
-        self.cos = angles.cos().to(device=device, dtype=dtype)  # [L, D]
-        self.sin = angles.sin().to(device=device, dtype=dtype)  # [L, D]
+        freqs = positions[:, None] * inv_freq[None, :]  # [L, d/2]
+        angles = torch.cat((freqs, freqs), dim=-1)  # [L, d]
+        self.cos_sin = torch.stack((angles.cos(), angles.sin()), dim=1).unsqueeze(2).to(device, dtype)  # [L, 2, 1, d]
+        half = head_dim // 2
+        swap = torch.zeros(head_dim, head_dim)  # [d, d]; x @ swap == rotate_half(x) = cat(-x2, x1)
+        swap[half:, :half] = -torch.eye(half)
+        swap[:half, half:] = torch.eye(half)
+        self.basis = torch.stack((torch.eye(head_dim), swap)).to(device, dtype)  # [2, d, d]: identity, signed swap
 
-    def lookup(self, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """positions [T] long (device) -> (cos, sin), each [T, D]."""
-        return self.cos.index_select(0, positions), self.sin.index_select(0, positions)
+    @property
+    def cos(self) -> torch.Tensor:
+        return self.cos_sin[:, 0, 0]  # [L, d]
+
+    @property
+    def sin(self) -> torch.Tensor:
+        return self.cos_sin[:, 1, 0]  # [L, d]
+
+    def rotations(self, positions: torch.Tensor) -> torch.Tensor:
+        """positions [T] long (device) -> rotation matrices [T, d, d] (three kernels, no host sync)."""
+        cos_sin = self.cos_sin.index_select(0, positions)  # [T, 2, 1, d]: column k scaled by cos_k / sin_k
+        return (cos_sin * self.basis).sum(1)  # [T, d, d] = I diag(cos) + S diag(sin); one term is exactly 0
 
 
-def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """x [1, H, T, D] rotated by cos/sin [T, D] (rotate-half convention, as the reference)."""
-    half = x.shape[-1] // 2
-    rotated = torch.cat((-x[..., half:], x[..., :half]), dim=-1)  # [1, H, T, D]
-    return x * cos + rotated * sin
+def apply_rope(x: torch.Tensor, rotations: torch.Tensor) -> torch.Tensor:
+    """x [T, H, d] (heads of one position per row) rotated by its position's matrix [T, d, d] -> [T, H, d]."""
+    return torch.matmul(x, rotations)  # batched over T: [T, H, d] @ [T, d, d]

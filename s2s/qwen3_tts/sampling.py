@@ -7,9 +7,9 @@ The code predictor (15 residual codebooks, vocab 2048) uses only temperature / t
 
 Strategy: sampling parameters are Python constants baked into the captured step (a change of parameters means
 another capture, cached by ``SamplingParams.graph_key``); everything that changes per step (generated-id mask,
-number of generated ids) is a device tensor. Sampling draws ``argmax(p / E)`` with ``E ~ Exp(1)`` (the same
-distribution as ``torch.multinomial``), which needs no host sync and uses the default generator, the one RNG
-that CUDA graph capture handles on torch 2.5.
+number of generated ids) is a device tensor. Sampling draws by the Gumbel-max trick on the top-k logits (the same
+distribution as ``torch.multinomial``, see ``select_token``), which needs no host sync and uses the default
+generator, the one RNG that CUDA graph capture handles on torch 2.5.
 """
 
 from __future__ import annotations
@@ -62,31 +62,37 @@ class SamplingParams:
 
 
 def select_token(logits: torch.Tensor, do_sample: bool, temperature: float, top_k: int, top_p: float) -> torch.Tensor:
-    """Greedy or sampled id from fp32 ``logits`` [V] -> LongTensor [1] (HF warper semantics, no host sync)."""
+    """Greedy or sampled id from ``logits`` [V] (any float dtype) -> LongTensor [1] (HF warper order, no host sync).
+
+    Sampling works on the k largest logits only (``topk``, unsorted unless top-p needs the order) and draws by the
+    Gumbel-max trick: argmax(l / T - log E), E ~ Exp(1) i.i.d., is distributed as softmax(l / T), the same
+    distribution as ``torch.multinomial``. It is computed as argmax(l - T log E) (T > 0 does not move the argmax),
+    so the temperature costs no kernel: 6 kernels with top-k, no sort, no full-vocabulary softmax. Unlike HF's
+    top-k, logits tied with the k-th largest are not kept as well (exact ties do not occur in practice).
+    """
     if not do_sample:
         return logits.argmax(-1, keepdim=True)  # [1]; first maximum, as HF greedy
-    if temperature != 1.0:
-        logits = logits / temperature
-    if top_k > 0:
-        kth = torch.topk(logits, min(top_k, logits.shape[-1])).values[-1:]  # [1]
-        logits = logits.masked_fill(logits < kth, float("-inf"))
+    values, ids = logits, None
+    if 0 < top_k < logits.shape[-1]:
+        values, ids = torch.topk(logits, top_k, sorted=top_p < 1.0)  # [k] each (descending if sorted)
     if top_p < 1.0:
-        sorted_logits, order = torch.sort(logits)  # ascending, [V]
-        cumulative = sorted_logits.softmax(-1).cumsum(-1)  # [V]
-        drop_sorted = cumulative <= (1.0 - top_p)
-        drop_sorted[-1] = False  # keep at least the most likely id
-        drop = torch.zeros_like(drop_sorted).scatter(0, order, drop_sorted)  # [V] back in vocab order
-        logits = logits.masked_fill(drop, float("-inf"))
-    probs = logits.softmax(-1)  # [V]
-    race = torch.empty_like(probs).exponential_(1.0)  # [V]; argmax(p / Exp(1)) ~ Categorical(p)
-    return (probs / race).argmax(-1, keepdim=True)  # [1]
+        if ids is None:
+            values, ids = torch.sort(logits, descending=True)  # [V]
+        probs = (values.float() / temperature).softmax(-1)  # [k]
+        ranked_above = probs.cumsum(-1) - probs  # [k] probability mass of the more likely ids
+        values = values.masked_fill(ranked_above >= top_p, float("-inf"))  # HF's rule; the first id always stays
+    gumbel = torch.empty_like(values, dtype=torch.float32).exponential_().log_()  # [k] log E = -Gumbel
+    scores = torch.add(values, gumbel, alpha=-temperature)  # [k] fp32: T * (l / T + Gumbel)
+    winner = scores.argmax(-1, keepdim=True)  # [1]
+    return winner if ids is None else ids.index_select(0, winner)  # [1] vocabulary id
 
 
 class TalkerLogitsProcessor:
     """The talker's logits processors (penalty, min-new-tokens, suppression) on static device buffers.
 
     ``generated`` [V] bool marks codebook-0 ids sampled so far; ``min_new_tokens`` [1] long can be raised (e.g. to
-    block EOS for benchmarks) without a new capture.
+    block EOS for benchmarks) without a new capture. Suppression and the EOS block are additive rows (0 / -inf,
+    so kept logits are unchanged bit for bit): ``bias[0]`` with EOS allowed, ``bias[1]`` with EOS blocked.
     """
 
     def __init__(self, vocab_size: int, eos_id: int, device: torch.device) -> None:
@@ -94,8 +100,9 @@ class TalkerLogitsProcessor:
         self.generated = torch.zeros(vocab_size, dtype=torch.bool, device=device)  # [V]
         self.min_new_tokens = torch.full((1,), TALKER_MIN_NEW_TOKENS, dtype=torch.long, device=device)  # [1]
         ids = torch.arange(vocab_size, device=device)  # [V]
-        self.suppressed = (ids >= vocab_size - 1024) & (ids != eos_id)  # [V]
-        self.is_eos = ids == eos_id  # [V]
+        suppressed = (ids >= vocab_size - 1024) & (ids != eos_id)  # [V]
+        self.bias = torch.zeros(2, vocab_size, device=device)  # [2, V] fp32
+        self.bias.masked_fill_(torch.stack((suppressed, suppressed | (ids == eos_id))), float("-inf"))
 
     def reset(self, min_new_tokens: int = TALKER_MIN_NEW_TOKENS) -> None:
         self.generated.zero_()
@@ -106,8 +113,8 @@ class TalkerLogitsProcessor:
         if penalty != 1.0:
             penalised = torch.where(logits < 0, logits * penalty, logits / penalty)  # [V]
             logits = torch.where(self.generated, penalised, logits)
-        block_eos = self.is_eos & (n_generated < self.min_new_tokens)  # [V]
-        return logits.masked_fill(block_eos | self.suppressed, float("-inf"))
+        eos_blocked = n_generated < self.min_new_tokens  # [1]
+        return logits + torch.where(eos_blocked, self.bias[1], self.bias[0])  # [V]
 
     def record(self, token: torch.Tensor) -> None:
         """Mark ``token`` [1] as generated (in place: safe inside a graph)."""

@@ -1,8 +1,9 @@
 """Take the talker and code-predictor weights out of the reference ``qwen_tts`` modules into the engine's layout.
 
 Layout: per layer one qkv matrix [(Hq + 2 Hkv) d, D], one gate/up matrix [2 I, D], stacked q/k norm weights
-[Hq + Hkv, d]; the 15 predictor codec embeddings stacked [15, 2048, D_talker] and the 15 predictor heads stacked
-[15, 2048, D_pred]. Tensors whose layout does not change are shared, not copied. Each reference layer is dropped
+[Hq + Hkv, d]; all 16 codec embedding tables in one flat table [3072 + 15 * 2048, D_talker] (the talker's codebook-0
+table, then the 15 predictor tables; the per-table tensors are views of it), so a frame's 16 codes are embedded by
+one gather; the 15 predictor heads stacked [15, 2048, D_pred]. Tensors whose layout does not change are shared, not copied. Each reference layer is dropped
 as soon as it has been converted, so peak memory stays near one model copy plus one layer; at the end the whole
 reference talker is released (the speech tokenizer and speaker encoder stay with the reference model: the
 engine uses them for decoding and voice prompts).
@@ -27,7 +28,9 @@ class TalkerWeights:
     layers: list[LayerWeights]
     shape: LayerShape
     final_norm: torch.Tensor  # [D]
-    codec_embedding: torch.Tensor  # [V=3072, D]
+    codec_embedding: torch.Tensor  # [V=3072, D]: a view of codec_table
+    codec_table: torch.Tensor  # [V + 15 * 2048, D]: codebook 0 (talker) then codebooks 1..15 (predictor) rows
+    code_offsets: torch.Tensor  # [16] long: first row of codebook i in codec_table
     codec_head: torch.Tensor  # [V, D]
     text_embedding: torch.Tensor  # [text_vocab, text_hidden]
     text_fc1_w: torch.Tensor  # [text_hidden, text_hidden]
@@ -42,21 +45,26 @@ class PredictorWeights:
     layers: list[LayerWeights]
     shape: LayerShape
     final_norm: torch.Tensor  # [Dp=1024]
-    codec_embeddings: torch.Tensor  # [15, 2048, D_talker]
+    codec_embeddings: torch.Tensor  # [15, 2048, D_talker]: a view of TalkerWeights.codec_table
     heads: torch.Tensor  # [15, 2048, Dp]
     proj_w: torch.Tensor | None  # [Dp, D_talker] (1.7B) or None (0.6B: identity)
     proj_b: torch.Tensor | None  # [Dp]
     rope_theta: float
 
 
-def embed_codes(codes: torch.Tensor, talker: TalkerWeights, predictor: PredictorWeights) -> torch.Tensor:
+def embed_codes(codes: torch.Tensor, talker: TalkerWeights) -> torch.Tensor:
     """Codes [R, 16] -> summed embeddings [R, D]: the talker's table for codebook 0, predictor table i for
-    codebook i + 1 (the talker input of a frame; also the voice-clone reference rows). Summed over a [R, 16, D]
-    stack, the reference's reduction layout, so fp32 results match bit for bit."""
-    rows = torch.arange(codes.shape[1] - 1, device=codes.device)  # [15]
-    stacked = torch.cat((F.embedding(codes[:, :1], talker.codec_embedding),  # [R, 1, D]
-                         predictor.codec_embeddings[rows, codes[:, 1:]]), dim=1)  # [R, 16, D]
-    return stacked.sum(1)  # [R, D]
+    codebook i + 1 (the talker input of a frame; also the voice-clone reference rows). One gather from the flat
+    table, summed over a [R, 16, D] stack, the reference's reduction layout, so fp32 results match bit for bit."""
+    rows = (codes + talker.code_offsets).view(-1)  # [R * 16] rows of codec_table
+    return talker.codec_table.index_select(0, rows).view(codes.shape[0], codes.shape[1], -1).sum(1)  # [R, D]
+
+
+def _codec_table(talker_table: torch.Tensor, predictor_tables: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """One flat table [V + sum V_i, D] and the first row of each part [16] (long, on the tables' device)."""
+    tables = [talker_table, *predictor_tables]
+    sizes = torch.tensor([0] + [t.shape[0] for t in tables[:-1]])  # [16]
+    return torch.cat(tables), sizes.cumsum(0).to(talker_table.device)
 
 
 def _take_layer(layer: nn.Module) -> LayerWeights:
@@ -95,11 +103,14 @@ def take_weights(model: nn.Module) -> tuple[TalkerWeights, PredictorWeights]:
     pred = talker.code_predictor
     pcfg = pred.config
     with torch.no_grad():
+        predictor_tables = [e.weight.data for e in pred.model.codec_embedding]
+        codec_table, code_offsets = _codec_table(talker.model.codec_embedding.weight.data, predictor_tables)
+        vocab, n_residual, residual_vocab = talker.model.codec_embedding.weight.shape[0], len(predictor_tables), predictor_tables[0].shape[0]
         predictor = PredictorWeights(
             layers=_take_layers(pred.model.layers),
             shape=_shape(pcfg),
             final_norm=pred.model.norm.weight.data,
-            codec_embeddings=torch.stack([e.weight.data for e in pred.model.codec_embedding]),
+            codec_embeddings=codec_table[vocab:].view(n_residual, residual_vocab, -1),
             heads=torch.stack([h.weight.data for h in pred.lm_head]),
             proj_w=None if isinstance(pred.small_to_mtp_projection, nn.Identity) else pred.small_to_mtp_projection.weight.data,
             proj_b=None if isinstance(pred.small_to_mtp_projection, nn.Identity) else pred.small_to_mtp_projection.bias.data,
@@ -109,7 +120,9 @@ def take_weights(model: nn.Module) -> tuple[TalkerWeights, PredictorWeights]:
             layers=_take_layers(talker.model.layers),
             shape=_shape(cfg),
             final_norm=talker.model.norm.weight.data,
-            codec_embedding=talker.model.codec_embedding.weight.data,
+            codec_embedding=codec_table[:vocab],
+            codec_table=codec_table,
+            code_offsets=code_offsets,
             codec_head=talker.codec_head.weight.data,
             text_embedding=talker.model.text_embedding.weight.data,
             text_fc1_w=talker.text_projection.linear_fc1.weight.data,
