@@ -188,7 +188,9 @@ class Qwen3Engine:
         return self.engine.prompt_voice_clone(text, self.clone_prompt, language=v.language)
 
     def warmup(self) -> None:
-        """One short request through every stage: prompt, prefill, graph capture (CUDA), streaming decoder."""
+        """Capture the graphs (CUDA: talker, predictor, codec decoder per chunk size), then one short request
+        through every stage: prompt, prefill, decode loop, streaming decoder."""
+        self.engine.warmup(self.sampling, chunk_sizes=(self.cfg.first_chunk_size, self.cfg.chunk_size))
         for _ in self._stream(WARMUP_TEXT, WARMUP_FRAMES + 1, None):
             pass
 

@@ -182,3 +182,26 @@ def test_cuda_graph_replay_equals_eager_with_the_released_decoder():
         graph.replay()
         pieces.append(out.clone())
     assert _max_error(torch.cat(pieces), eager) < 1e-5
+
+
+@pytest.mark.cuda
+def test_graphed_decoder_equals_the_eager_stream_with_context_and_mixed_chunk_sizes():
+    # Graphs for chunks of 2 and 4 frames; the 1-frame tail and the voice-clone context run eagerly on the same state.
+    if not torch.cuda.is_available():
+        pytest.skip("needs a CUDA GPU")
+    from s2s.qwen3_tts.codec_graphs import GraphedCodecDecoder
+
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+    codec = _codec("0.6b", seed=3).cuda()
+    codes = torch.randint(0, 2048, (161, 16), generator=torch.Generator().manual_seed(4)).cuda()
+    context, rest = codes[:30], codes[30:]
+    eager = StreamingCodecDecoder(codec)
+    eager.reset(context_codes=context)
+    expected = _stream(eager, rest, [2, 4])
+    graphed = GraphedCodecDecoder(StreamingCodecDecoder(codec))
+    graphed.capture((2, 4))
+    for _ in range(2):  # a second utterance reuses the graphs after reset
+        graphed.reset(context_codes=context)
+        assert _max_error(_stream(graphed, rest, [2, 4]), expected) < 1e-5
+        assert graphed.frames_decoded == len(codes)

@@ -248,6 +248,10 @@ class Qwen3TTS:
             from s2s.qwen3_tts.codec_stream import StreamingCodecDecoder
 
             self._stream_decoder = StreamingCodecDecoder(self.speech_tokenizer.model)
+            if self.use_graphs:
+                from s2s.qwen3_tts.codec_graphs import GraphedCodecDecoder
+
+                self._stream_decoder = GraphedCodecDecoder(self._stream_decoder)
         return self._stream_decoder
 
     def warmup(self, sampling: SamplingParams | None = None, chunk_sizes: tuple[int, ...] = (2, 4)) -> None:
@@ -262,6 +266,8 @@ class Qwen3TTS:
         decoder.reset()
         for size in chunk_sizes:
             decoder.decode(codes[:size].to(self.speech_tokenizer.device))
+        if self.use_graphs:
+            decoder.capture(tuple(chunk_sizes))
         if self.device.type == "cuda":
             torch.cuda.synchronize()
 

@@ -48,14 +48,14 @@ class CodePredictor:
             x = decoder_layer(x, lw, self.w.shape, rotations, self.cache.layer(i), slots, first + T, mask)
         return rms_norm(x, self.w.final_norm, self.w.shape.eps)
 
-    def run(self, inputs: torch.Tensor, sampling: SamplingParams, out: torch.Tensor) -> None:
-        """inputs [1, 2, D_talker] = (past_hidden, cb0 embedding) -> codes of codebooks 0..15 written to ``out`` [16]
-        (``out[:1]`` must already hold the codebook-0 id)."""
+    def run(self, past_hidden: torch.Tensor, cb0_embed: torch.Tensor, cb0: torch.Tensor, sampling: SamplingParams,
+            out: torch.Tensor) -> None:
+        """past_hidden, cb0_embed [1, 1, D_talker], codebook-0 id ``cb0`` [1] -> the frame's 16 codes in ``out`` [16]."""
         s = sampling
-        hidden = self._forward(inputs.clone(), 0, self.prefill_mask)  # [1, 2, Dp]
-        codes = [out[:1]]
+        hidden = self._forward(torch.cat((past_hidden, cb0_embed), dim=1), 0, self.prefill_mask)  # [1, 2, Dp]
+        codes = [cb0]
         for i in range(self.n_residual):
-            logits = F.linear(hidden[0, -1], self.w.heads[i])  # [2048] model dtype
+            logits = F.linear(hidden, self.w.heads[i])[0, -1]  # [2048] model dtype
             code = select_token(logits, s.subtalker_do_sample, s.subtalker_temperature, s.subtalker_top_k,
                                 s.subtalker_top_p)  # [1]
             codes.append(code)

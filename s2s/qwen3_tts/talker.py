@@ -2,9 +2,11 @@
 
 Everything a frame needs lives in static device buffers, allocated once:
   cache [28, 2, 8, L, 128]           K/V, L = max_seq_len (prompt + generated frames)
-  position / cache_slot [1]          RoPE position and K/V slot of the next talker input (equal here, kept apart)
-  key_index [L]                      0..L-1; the attention mask row is ``key_index <= cache_slot``
-  frame [1]                          frames produced so far (row of the code history, trailing-text row)
+  counters [4]                       frame, position, cache_slot, n_generated (views, advanced by one kernel):
+    frame                            frames produced so far (row of the code history, trailing-text row)
+    position / cache_slot            RoPE position and K/V slot of the next talker input (equal here, kept apart)
+    n_generated                      codebook-0 ids sampled so far (min-new-tokens rule)
+  mask [1, L]                        additive attention mask of the written slots, shared by all 28 layers
   token [1]                          last sampled codebook-0 id;  past_hidden [1, 1, D] its final-norm hidden
   frame_codes [16], history [L, 16]  codes of the current frame and of all frames
   trailing [L + 1, D]                per-frame text rows, tts_pad after the text
@@ -39,10 +41,12 @@ class Talker:
         self.rope = RopeTables(w.shape.head_dim, w.rope_theta, L, dtype, device)
         self.processor = TalkerLogitsProcessor(w.codec_embedding.shape[0], eos_id, device)
         long = dict(dtype=torch.long, device=device)
-        self.position = torch.zeros(1, **long)
-        self.cache_slot = torch.zeros(1, **long)
-        self.key_index = torch.arange(L, **long)
-        self.frame = torch.zeros(1, **long)
+        self.counters = torch.zeros(4, **long)  # advanced together by one kernel per frame
+        self.frame = self.counters[0:1]
+        self.position = self.counters[1:2]
+        self.cache_slot = self.counters[2:3]
+        self.n_generated = self.counters[3:4]
+        self.mask = torch.zeros(1, L, dtype=dtype, device=device)  # [1, L] additive: 0 = written slot, -inf = not yet
         self.token = torch.zeros(1, **long)
         self.past_hidden = torch.zeros(1, 1, hidden, dtype=dtype, device=device)
         self.frame_codes = torch.zeros(predictor.n_residual + 1, **long)
@@ -50,9 +54,10 @@ class Talker:
         self.trailing = torch.zeros(L + 1, hidden, dtype=dtype, device=device)
 
     def _layers(self, x, positions, slots, kv_len, mask) -> torch.Tensor:
-        cos, sin = self.rope.lookup(positions)  # [T, d]
+        """x [1, T, D] (consumed: updated in place by the layers) -> final-norm hidden [1, T, D]."""
+        rotations = self.rope.rotations(positions)  # [T, d, d], shared by all layers
         for i, lw in enumerate(self.w.layers):
-            x = decoder_layer(x, lw, self.w.shape, cos, sin, self.cache.layer(i), slots, kv_len, mask)
+            x = decoder_layer(x, lw, self.w.shape, rotations, self.cache.layer(i), slots, kv_len, mask)
         return rms_norm(x, self.w.final_norm, self.w.shape.eps)  # [1, T, D]
 
     def _sample(self, logits: torch.Tensor, n_generated: torch.Tensor, s: SamplingParams) -> torch.Tensor:
@@ -69,37 +74,33 @@ class Talker:
         self.trailing[:] = tts_pad.view(1, -1)
         n_rows = min(trailing.shape[1], self.trailing.shape[0])
         self.trailing[:n_rows] = trailing[0, :n_rows]
-        positions = self.key_index[:T]  # [T]
-        hidden = self._layers(embeds, positions, positions, T, causal_mask(T, self.w.shape.group, embeds.device))
+        positions = torch.arange(T, device=embeds.device)  # [T]
+        hidden = self._layers(embeds.clone(), positions, positions, T, causal_mask(T, self.w.shape.group, embeds.device))
         logits = F.linear(hidden, self.w.codec_head)[0, -1].float()  # [V]; head over all rows, as the reference
-        self.frame.zero_()
-        self.token.copy_(self._sample(logits, self.frame, sampling))
+        self.counters.zero_()
+        self.token.copy_(self._sample(logits, self.n_generated, sampling))
         self.past_hidden.copy_(hidden[:, -1:])
-        self.position.fill_(T)
-        self.cache_slot.fill_(T)
+        self.mask.fill_(float("-inf"))
+        self.mask[:, :T] = 0.0
+        self.counters.copy_(torch.tensor([0, T, T, 1]))  # frame, position, cache slot, ids generated
 
     def rewind(self) -> None:
         """Counters back to 0 (before graph capture, whose warm-up calls advance them)."""
-        for counter in (self.frame, self.position, self.cache_slot):
-            counter.zero_()
+        self.counters.zero_()
 
     def codes_step(self, sampling: SamplingParams) -> None:
         """Code predictor for the current codebook-0 id: fills ``frame_codes`` and history row ``frame``."""
         cb0_embed = F.embedding(self.token, self.w.codec_embedding).unsqueeze(0)  # [1, 1, D]
-        residual = self.predictor.run(self.past_hidden, cb0_embed, sampling)  # [15]
-        self.frame_codes[:1].copy_(self.token)
-        self.frame_codes[1:].copy_(residual)
+        self.predictor.run(self.past_hidden, cb0_embed, self.token, sampling, out=self.frame_codes)  # [16]
         self.history.index_copy_(0, self.frame, self.frame_codes.unsqueeze(0))
 
     def talker_step(self, sampling: SamplingParams) -> None:
         """Talker on the summed codes of the current frame: next codebook-0 id; advances all counters."""
-        summed = embed_codes(self.frame_codes.unsqueeze(0), self.w, self.predictor.w)  # [1, D]
+        summed = embed_codes(self.frame_codes.unsqueeze(0), self.w)  # [1, D]
         x = summed + self.trailing.index_select(0, self.frame)  # [1, D]
-        mask = (self.key_index <= self.cache_slot).expand(self.w.shape.group, -1)  # [n_rep, L]
-        hidden = self._layers(x.unsqueeze(0), self.position, self.cache_slot, self.max_seq_len, mask)  # [1, 1, D]
+        self.mask.index_fill_(1, self.cache_slot, 0.0)  # the slot written now becomes visible to all layers
+        hidden = self._layers(x.unsqueeze(0), self.position, self.cache_slot, self.max_seq_len, self.mask)  # [1, 1, D]
         logits = F.linear(hidden, self.w.codec_head)[0, 0].float()  # [V]
-        self.token.copy_(self._sample(logits, self.frame + 1, sampling))
+        self.token.copy_(self._sample(logits, self.n_generated, sampling))
         self.past_hidden.copy_(hidden)
-        self.frame.add_(1)
-        self.position.add_(1)
-        self.cache_slot.add_(1)
+        self.counters.add_(1)

@@ -56,7 +56,7 @@ def embed_codes(codes: torch.Tensor, talker: TalkerWeights) -> torch.Tensor:
     """Codes [R, 16] -> summed embeddings [R, D]: the talker's table for codebook 0, predictor table i for
     codebook i + 1 (the talker input of a frame; also the voice-clone reference rows). One gather from the flat
     table, summed over a [R, 16, D] stack, the reference's reduction layout, so fp32 results match bit for bit."""
-    rows = (codes + talker.code_offsets).view(-1)  # [R * 16] rows of codec_table
+    rows = (codes + talker.code_offsets).reshape(-1)  # [R * 16] rows of codec_table
     return talker.codec_table.index_select(0, rows).view(codes.shape[0], codes.shape[1], -1).sum(1)  # [R, D]
 
 
