@@ -5,7 +5,8 @@
 #   bench/run_all.sh [STEP ...]
 # Steps (default: all, in this order): install build bandwidth reference fq3 ours compile eager tests
 # Environment: OUT (results folder, default /tmp/bench-out), SIZES (default "0.6b 1.7b"), CKPTS (default /tmp/ckpts),
-#   FRAMES (default 100), REPEATS (default 3; the reference uses at most 2: it takes ~0.1 s a frame).
+#   FRAMES (default 100), REPEATS (default 3; the reference uses at most 2: it takes ~0.1 s a frame),
+#   STOP_AT (optional, epoch seconds: steps that would start later are skipped, to fit a time limit).
 # Results: $OUT/bench.tgz (json/<system>-<size>.json and logs/*.log), refreshed after every step so a run cut short
 # still returns what it finished; a summary table is printed at the end.
 set -uo pipefail
@@ -36,6 +37,10 @@ pack() {
 run() {
   local name=$1 limit=$2 path=$3
   shift 3
+  if [ -n "${STOP_AT:-}" ] && [ "$(date +%s)" -ge "$STOP_AT" ]; then
+    echo "=== $name skipped: past STOP_AT"
+    return
+  fi
   echo "=== $name ($(date -u +%T))"
   if PYTHONPATH="$path" timeout "$limit" "$@" >"$WORK/logs/$name.log" 2>&1; then
     echo "    ok"

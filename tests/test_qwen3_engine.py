@@ -14,8 +14,9 @@ import torch
 
 from s2s.qwen3_tts import Qwen3TTS, SamplingParams
 from s2s.qwen3_tts.checkpoint import build_checkpoint
-from s2s.qwen3_tts.rope import RopeTables, apply_rope
-from s2s.qwen3_tts.sampling import TalkerLogitsProcessor, select_token
+from s2s.qwen3_tts.rope import RopeTables, apply_rope, fold_norm_weights
+from s2s.qwen3_tts.sampling import TalkerLogitsProcessor, log_exponential, select_token
+from s2s.qwen3_tts.talker import key_buckets
 
 TEXT = "Hello there, how are you today?"
 
@@ -33,10 +34,13 @@ def test_talker_mrope_with_equal_streams_is_plain_rope():
     freqs = positions.float()[:, None] * inv_freq[None]
     emb = torch.cat((freqs, freqs), dim=-1).expand(3, 1, -1, -1)
     ref_q, ref_k = apply_multimodal_rotary_pos_emb(q, k, emb.cos(), emb.sin(), [24, 20, 20], mrope_interleaved=True)
-    tables = RopeTables(head_dim, theta, 2048, torch.float32, torch.device("cpu"))
-    cos, sin = tables.lookup(positions)
-    assert torch.allclose(apply_rope(q, cos, sin), ref_q, atol=1e-6)
-    assert torch.allclose(apply_rope(k, cos, sin), ref_k, atol=1e-6)
+    rotations = RopeTables(head_dim, theta, 2048, torch.float32, torch.device("cpu")).rotations(positions)
+
+    def rope(x):  # [1, H, T, d] <-> the engine's [T, H, d]
+        return apply_rope(x[0].transpose(0, 1), rotations).transpose(0, 1).unsqueeze(0)
+
+    assert torch.allclose(rope(q), ref_q, atol=1e-6)
+    assert torch.allclose(rope(k), ref_k, atol=1e-6)
 
 
 def test_select_token_greedy_topk_topp():
@@ -49,11 +53,45 @@ def test_select_token_greedy_topk_topp():
     assert set(draws) == {1, 2}  # top-k 2 keeps the two best, both get drawn
 
 
+def test_rope_with_folded_norm_weights_equals_weight_then_rope():
+    torch.manual_seed(0)
+    rotations = RopeTables(16, 1e6, 16, torch.float32, torch.device("cpu")).rotations(torch.tensor([3, 9]))
+    qk_norm = torch.cat((torch.randn(16).expand(4, -1), torch.randn(16).expand(2, -1)))  # 4 q heads, 2 kv heads
+    x = torch.randn(2, 6, 16)  # [T, Hq + Hkv, d]
+    folded = fold_norm_weights(rotations, qk_norm, kv_heads=2)  # [T, 3 groups, d, d]
+    assert folded.shape == (2, 3, 16, 16)
+    assert torch.allclose(apply_rope(x, folded), apply_rope(x * qk_norm, rotations), atol=1e-6)
+
+
 def test_select_token_samples_in_proportion():
     torch.manual_seed(0)
     logits = torch.log(torch.tensor([0.25, 0.75]))
     ones = sum(select_token(logits, True, 1.0, 0, 1.0).item() for _ in range(4000))
     assert 0.70 < ones / 4000 < 0.80
+
+
+def test_select_token_top_k_and_temperature_keep_the_distribution():
+    torch.manual_seed(0)
+    logits = torch.log(torch.tensor([0.1, 0.2, 0.3, 0.4]))
+    draws = torch.tensor([select_token(logits, True, 1.0, 2, 1.0).item() for _ in range(4000)])
+    assert set(draws.tolist()) == {2, 3}
+    assert 0.53 < (draws == 3).float().mean() < 0.61  # 0.4 / (0.3 + 0.4) = 0.571
+    # temperature 0.5 squares the probabilities: 0.4^2 / (0.3^2 + 0.4^2) = 0.64
+    draws = torch.tensor([select_token(logits, True, 0.5, 2, 1.0).item() for _ in range(4000)])
+    assert 0.60 < (draws == 3).float().mean() < 0.68
+
+
+def test_select_token_uses_the_given_noise():
+    logits = torch.tensor([0.0, 1.0, 0.5, -3.0])
+    noise = torch.zeros(2)
+    noise[0] = -100.0  # log E very negative: a huge Gumbel draw for the best candidate of the top 2
+    assert select_token(logits, True, 1.0, 2, 1.0, noise).item() in (1, 2)
+    assert select_token(logits, True, 1.0, 2, 1.0, torch.tensor([0.0, -100.0])).item() != \
+        select_token(logits, True, 1.0, 2, 1.0, torch.tensor([-100.0, 0.0])).item()
+    torch.manual_seed(3)
+    first = log_exponential((15, 50), torch.device("cpu"))
+    torch.manual_seed(3)
+    assert torch.equal(first, log_exponential((15, 50), torch.device("cpu"))) and first.shape == (15, 50)
 
 
 def test_talker_processor_penalty_eos_and_suppression():
@@ -187,6 +225,18 @@ def test_stream_stops_on_cancel(engines):
         chunks.append(chunk)
         cancel.set()
     assert len(chunks) == 1
+
+
+def test_key_buckets_leave_the_tokens_unchanged(engines, monkeypatch):
+    assert key_buckets(2048) == (64, 128, 256, 512, 1024, 2048) and key_buckets(300) == (64, 128, 256, 300)
+    eng = engines("custom_voice", max_seq_len=160)
+    prompt = eng.prompt_custom_voice("Hi.", "ryan", "english")
+    frames = 130 - prompt.length  # the talker steps cross the 64 and 128 buckets
+    bucketed = eng.generate_codes(prompt, SamplingParams.greedy(), max_new_tokens=frames + 1, suppress_eos=True)
+    monkeypatch.setattr(eng.talker, "key_buckets", (160,))  # every step reads the whole cache
+    whole = eng.generate_codes(prompt, SamplingParams.greedy(), max_new_tokens=frames + 1, suppress_eos=True)
+    assert prompt.length < 64 and bucketed.shape == (frames, 16)
+    assert torch.equal(bucketed, whole)
 
 
 def test_warmup_leaves_generation_unchanged(engines):

@@ -13,6 +13,7 @@ the reference.
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 from collections.abc import Callable, Iterator
@@ -40,6 +41,16 @@ CODES_CHUNK = 4
 
 
 class Qwen3TTS:
+    """The engine. ``enforce_eager`` runs the step functions without CUDA graphs (debugging, CPU).
+
+    ``compile=True`` is experimental: it wraps each whole step function in ``torch.compile`` (inside our own
+    graphs). The code predictor step unrolls 75 layer passes and 15 token selections into one FX graph with some
+    400 weight inputs, and every talker key bucket is one more compilation of the 28-layer step, so compiling
+    takes minutes (it did not finish within 200 s on an H100). Compiling per layer would be far smaller, but the
+    static key length differs per predictor step (2..16) and per bucket, more variants than Dynamo's default
+    recompile limit (8), after which it silently runs eagerly; the plain graphed path is the supported one.
+    """
+
     sample_rate = SAMPLE_RATE
 
     def __init__(self, reference, device: torch.device, dtype: torch.dtype, max_seq_len: int = 2048,
@@ -58,7 +69,7 @@ class Qwen3TTS:
         self.speech_tokenizer = model.speech_tokenizer
         self.use_graphs = device.type == "cuda" and not enforce_eager
         self.compile = compile
-        self._graphs: dict[tuple, tuple[torch.cuda.CUDAGraph, torch.cuda.CUDAGraph]] = {}
+        self._graphs: dict[tuple, tuple[torch.cuda.CUDAGraph, dict[int, torch.cuda.CUDAGraph]]] = {}
         self._graph_pool: GraphPool | None = None
         self._stream_decoder = None
         self.capture_seconds = 0.0
@@ -88,6 +99,8 @@ class Qwen3TTS:
 
         reference = Qwen3TTSModel.from_pretrained(str(path), device_map=str(dev), dtype=dtype)
         engine = cls(reference, dev, dtype, max_seq_len, enforce_eager, compile)
+        if compile:
+            log.warning("compile=True is experimental: compiling the frame steps takes minutes (Qwen3TTS docstring)")
         log.info("loaded %s (%s, %s) on %s, max_seq_len %d, %s", path.name, engine.kind, engine.model_size, dev,
                  max_seq_len, "CUDA graphs" if engine.use_graphs else "eager")
         return engine
@@ -153,36 +166,40 @@ class Qwen3TTS:
                              f"shorter text (by about {max_new_tokens - 1 - room} tokens)")
         return max(max_new_tokens - 1, 0)
 
-    def _step_functions(self, sampling: SamplingParams) -> tuple[Callable[[], None], Callable[[], None]]:
+    def _step_functions(self, sampling: SamplingParams) -> tuple[Callable[[], None], dict[int, Callable[[], None]]]:
+        """The code predictor step and the talker step per key bucket, as argument-free functions."""
         talker = self.talker
+        codes = functools.partial(talker.codes_step, sampling)
+        talks = {size: functools.partial(talker.talker_step, sampling, size) for size in talker.key_buckets}
+        if self.compile:  # experimental, slow to compile: see the class docstring
+            return torch.compile(codes, dynamic=False), {k: torch.compile(f, dynamic=False) for k, f in talks.items()}
+        return codes, talks
 
-        def codes() -> None:
-            talker.codes_step(sampling)
-
-        def talk() -> None:
-            talker.talker_step(sampling)
-
-        if self.compile:  # fuses norms, RoPE and sampling; still captured in our own graphs (needs Triton)
-            return torch.compile(codes, dynamic=False), torch.compile(talk, dynamic=False)
-        return codes, talk
-
-    def _frame_step(self, sampling: SamplingParams) -> Callable[[], None]:
-        """The per-frame function: two graph replays on CUDA, or the same two steps eagerly."""
+    def _frame_step(self, sampling: SamplingParams) -> Callable[[int], None]:
+        """The per-frame function of the cache slot the frame writes (a host int): two graph replays on CUDA, or
+        the same two steps eagerly. The talker step is the one of the smallest key bucket holding the slot."""
+        bucket = self.talker.key_bucket
         if not self.use_graphs:
-            codes, talk = self._step_functions(sampling)
-            return lambda: (codes(), talk())
+            codes, talks = self._step_functions(sampling)
+            return lambda slot: (codes(), talks[bucket(slot)]())
         key = sampling.graph_key
         if key not in self._graphs:
             if self._graph_pool is None:
                 self._graph_pool = GraphPool()
-            codes, talk = self._step_functions(sampling)
-            with torch.no_grad():
+            codes, talks = self._step_functions(sampling)
+            with torch.no_grad():  # before any prefill: the warm-up calls only touch state that prefill resets
                 self.talker.rewind()
-                self._graphs[key] = (self._graph_pool.capture(codes), self._graph_pool.capture(talk))
+                codes_graph = self._graph_pool.capture(codes)
+                talk_graphs = {}
+                for size, talk in talks.items():
+                    self.talker.rewind()
+                    talk_graphs[size] = self._graph_pool.capture(talk)
+                self._graphs[key] = (codes_graph, talk_graphs)
             self.capture_seconds = self._graph_pool.capture_seconds
-            log.info("captured the frame graphs in %.2f s (sampling %s)", self.capture_seconds, key)
-        codes_graph, talk_graph = self._graphs[key]
-        return lambda: (codes_graph.replay(), talk_graph.replay())
+            log.info("captured the frame graphs (%d key buckets) in %.2f s (sampling %s)", len(talks),
+                     self.capture_seconds, key)
+        codes_graph, talk_graphs = self._graphs[key]
+        return lambda slot: (codes_graph.replay(), talk_graphs[bucket(slot)].replay())
 
     def _frames(self, prompt: TalkerPrompt, sampling: SamplingParams | None, max_new_tokens: int | None,
                 chunk_sizes: Iterator[int], cancel: threading.Event | None, suppress_eos: bool) -> Iterator[torch.Tensor]:
@@ -201,8 +218,8 @@ class Qwen3TTS:
                 n = min(size, budget - done)
                 if n <= 0 or (cancel is not None and cancel.is_set()):
                     return
-                for _ in range(n):
-                    step()
+                for i in range(n):
+                    step(prompt.length + done + i)  # the cache slot this frame's talker step writes
                 codes = self.talker.history[done : done + n].cpu()  # [n, 16]; the one host sync per chunk
                 ends = (codes[:, 0] == self.eos_id).nonzero()
                 if len(ends):

@@ -2,11 +2,14 @@
 
 Dimensions: hidden D (1024 or 2048), Hq = 16 query heads, Hkv = 8 key/value heads, head_dim d = 128,
 MLP width I. Batch is always 1. Per layer: RMSNorm -> one qkv matmul [D -> (Hq + 2 Hkv) d] -> q/k RMSNorm on the
-stacked q and k heads (one norm, per-head weights stacked) -> RoPE as one matmul (rope.py) -> one stacked K/V cache
-write at device-side slots -> grouped-query attention without repeating K/V (q viewed as [1, Hkv, n_rep * T, d]
-against K/V [1, Hkv, S, d]) -> o_proj + residual (one addmm) -> RMSNorm -> one gate/up matmul -> SiLU * up ->
-down + residual (one addmm). 14 kernels per layer for one token (a graphed step is bound by its kernel count:
-bench/count_ops.py counts them).
+stacked q and k heads (one norm, per-head weights stacked) -> RoPE as one matmul (rope.py) written over the raw
+q/k rows -> one K/V cache write of the slot's k and v rows (slot-major cache [L, 2 Hkv, d]) -> grouped-query
+attention without repeating K/V (q viewed as [1, Hkv, n_rep * T, d] against strided K/V views [1, Hkv, S, d]) ->
+o_proj + residual (one in-place addmm) -> RMSNorm -> one gate/up matmul -> SiLU * up -> down + residual (one
+in-place addmm): 13 kernels per talker layer for one token. The code predictor's positions are static, so its
+variant (``decoder_layer_fixed_slots``) writes the projections straight into the cache slots and has the q/k norm
+weights folded into the RoPE matrices: 11 kernels. A graphed step is bound by its kernel count, not by bytes;
+bench/count_ops.py counts them.
 
 Norms compute their statistics in fp32, as the reference ``Qwen3TTSRMSNorm``.
 """
@@ -21,14 +24,14 @@ import torch.nn.functional as F
 from s2s.qwen3_tts.rope import apply_rope
 
 
-def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
-    """x [..., n] RMS-normalised over the last dim, times weight [n] (or [..., n], broadcast).
+def rms_norm(x: torch.Tensor, weight: torch.Tensor | None, eps: float) -> torch.Tensor:
+    """x [..., n] RMS-normalised over the last dim, times weight [n] (or [..., n], broadcast; None: no weight).
 
     ``F.rms_norm`` (torch >= 2.4) upcasts to fp32 for the statistics and casts back before the weight, which is
     the reference's ``Qwen3TTSRMSNorm`` arithmetic, in one call instead of five elementwise kernels.
     """
     n = x.shape[-1]
-    if weight.dim() == 1:
+    if weight is None or weight.dim() == 1:
         return F.rms_norm(x, (n,), weight, eps)
     return F.rms_norm(x, (n,), None, eps) * weight  # stacked per-head weights (q/k norm)
 
@@ -70,23 +73,61 @@ def decoder_layer(
     kv_len: int,
     mask: torch.Tensor | None,
 ) -> torch.Tensor:
-    """One layer over x [1, T, D] at cache slots [T] (device long), RoPE matrices ``rotations`` [T, d, d].
+    """One layer over x [1, T, D] at cache slots [T] (device long) with RoPE matrices ``rotations`` [T, d, d] (the
+    talker: its positions live on the device).
 
-    ``cache`` [2, Hkv, L, d] is this layer's K/V; attention reads its first ``kv_len`` slots. ``mask`` is bool or
-    additive (model dtype), broadcastable to [n_rep * T, kv_len] (rows grouped as the queries), or None when every
-    query sees all keys. ``x`` is the residual stream and is updated in place (callers pass a tensor they own):
-    in-place ``addmm_`` adds a projection to it in one kernel (out-of-place addmm copies first). 14 kernels for T = 1.
+    ``cache`` [L, 2 Hkv, d] is this layer's K/V (slot-major: a slot's k and v heads are one contiguous row, written
+    by one index_copy); attention reads its first ``kv_len`` slots. ``mask`` is bool or additive (model dtype),
+    broadcastable to [n_rep * T, kv_len] (rows grouped as the queries), or None when every query sees all keys.
+    ``x`` is the residual stream and is updated in place (callers pass a tensor they own): in-place ``addmm_`` adds
+    a projection to it in one kernel (out-of-place addmm copies first). 13 kernels for T = 1.
     """
-    T, D = x.shape[1], x.shape[2]
+    T = x.shape[1]
     hq, hkv, d = shape.q_heads, shape.kv_heads, shape.head_dim
     h = rms_norm(x, w.input_norm, shape.eps)  # [1, T, D]
     qkv = F.linear(h, w.qkv).view(T, hq + 2 * hkv, d)  # [T, Hq + 2 Hkv, d]
-    qk = apply_rope(rms_norm(qkv[:, : hq + hkv], w.qk_norm, shape.eps), rotations)  # [T, Hq + Hkv, d]
-    k, v = qk[:, hq:].transpose(0, 1), qkv[:, hq + hkv :].transpose(0, 1)  # [Hkv, T, d] each
-    cache.index_copy_(2, slots, torch.stack((k, v)))  # [2, Hkv, T, d] written at slots
-    keys = cache[0, :, :kv_len].unsqueeze(0)  # [1, Hkv, S, d]
-    values = cache[1, :, :kv_len].unsqueeze(0)  # [1, Hkv, S, d]
-    q = qk[:, :hq].transpose(0, 1).reshape(1, hkv, shape.group * T, d)  # head g * n_rep + r -> kv head g (GQA)
+    qk = rms_norm(qkv[:, : hq + hkv], w.qk_norm, shape.eps)  # [T, Hq + Hkv, d]
+    apply_rope(qk, rotations, out=qkv[:, : hq + hkv])  # rotated q, k replace the raw ones
+    cache.index_copy_(0, slots, qkv[:, hq:])  # [T, 2 Hkv, d] (k, v) written at slots
+    return _attention_and_mlp(x, w, shape, qkv[:, :hq], cache[:kv_len], mask)
+
+
+def decoder_layer_fixed_slots(
+    x: torch.Tensor,
+    w: LayerWeights,
+    shape: LayerShape,
+    rotations: torch.Tensor,
+    rows: torch.Tensor,
+    first: int,
+    mask: torch.Tensor | None,
+) -> torch.Tensor:
+    """The same layer for positions known when the step is written (the code predictor): x [1, T, D] at slots
+    first..first+T-1, reading keys [0, first + T).
+
+    ``rows`` [S, Hq + 2 Hkv, d] is this layer's cache of whole projected rows (q too: a few hundred KB for 16
+    slots), so the qkv matmul writes the new slots' q, k, v in place and the RoPE matmul overwrites their q, k:
+    no K/V copy at all. ``rotations`` [T, G, d, d] carry the q/k norm weights (rope.fold_norm_weights).
+    ``x`` is updated in place, as in ``decoder_layer``. 11 kernels for T = 1.
+    """
+    T, D = x.shape[1], x.shape[2]
+    hq, hkv = shape.q_heads, shape.kv_heads
+    new = rows[first : first + T]  # [T, Hq + 2 Hkv, d], contiguous
+    h = rms_norm(x, w.input_norm, shape.eps).view(T, D)  # [T, D]
+    torch.mm(h, w.qkv.t(), out=new.view(T, -1))  # [T, (Hq + 2 Hkv) d] raw q, k, v into the slots
+    qk = rms_norm(new[:, : hq + hkv], None, shape.eps)  # [T, Hq + Hkv, d]; the weights are in the rotations
+    apply_rope(qk, rotations, out=new[:, : hq + hkv])
+    return _attention_and_mlp(x, w, shape, new[:, :hq], rows[: first + T, hq:], mask)
+
+
+def _attention_and_mlp(x: torch.Tensor, w: LayerWeights, shape: LayerShape, q: torch.Tensor, kv: torch.Tensor,
+                       mask: torch.Tensor | None) -> torch.Tensor:
+    """The layer from attention on: q [T, Hq, d] against kv [S, 2 Hkv, d] (k heads, then v heads) -> o_proj -> MLP,
+    both added to the residual stream x [1, T, D] in place -> [1, T, D]."""
+    T, D = x.shape[1], x.shape[2]
+    hq, hkv, d = shape.q_heads, shape.kv_heads, shape.head_dim
+    q = q.transpose(0, 1).reshape(1, hkv, shape.group * T, d)  # head g * n_rep + r -> kv head g (GQA, no repeat)
+    keys = kv[:, :hkv].transpose(0, 1).unsqueeze(0)  # [1, Hkv, S, d] (strided view of the cache)
+    values = kv[:, hkv:].transpose(0, 1).unsqueeze(0)  # [1, Hkv, S, d]
     attn = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask, scale=d**-0.5)  # [1, Hkv, n_rep T, d]
     attn = attn.view(hq, T, d).transpose(0, 1).reshape(T, hq * d)  # [T, Hq d]
     x = x.view(T, D).addmm_(attn, w.o_proj.t())  # [T, D]: residual += o_proj(attn), one kernel

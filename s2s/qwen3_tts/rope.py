@@ -37,20 +37,37 @@ class RopeTables:
         swap[:half, half:] = torch.eye(half)
         self.basis = torch.stack((torch.eye(head_dim), swap)).to(device, dtype)  # [2, d, d]: identity, signed swap
 
-    @property
-    def cos(self) -> torch.Tensor:
-        return self.cos_sin[:, 0, 0]  # [L, d]
-
-    @property
-    def sin(self) -> torch.Tensor:
-        return self.cos_sin[:, 1, 0]  # [L, d]
-
     def rotations(self, positions: torch.Tensor) -> torch.Tensor:
         """positions [T] long (device) -> rotation matrices [T, d, d] (three kernels, no host sync)."""
         cos_sin = self.cos_sin.index_select(0, positions)  # [T, 2, 1, d]: column k scaled by cos_k / sin_k
         return (cos_sin * self.basis).sum(1)  # [T, d, d] = I diag(cos) + S diag(sin); one term is exactly 0
 
 
-def apply_rope(x: torch.Tensor, rotations: torch.Tensor) -> torch.Tensor:
-    """x [T, H, d] (heads of one position per row) rotated by its position's matrix [T, d, d] -> [T, H, d]."""
-    return torch.matmul(x, rotations)  # batched over T: [T, H, d] @ [T, d, d]
+def fold_norm_weights(rotations: torch.Tensor, qk_norm: torch.Tensor, kv_heads: int) -> torch.Tensor:
+    """Rotations [T, d, d] and a layer's stacked q/k norm weights [Hq + Hkv, d] -> [T, G, d, d], G = Hq / Hkv + 1
+    head groups of Hkv heads (the query groups, then the key group): diag(weight of the group) @ R.
+
+    For fixed positions (the code predictor) this folds the q/k norm's weight multiply into the RoPE matmul: one
+    kernel less per layer. The product is rounded once to the model dtype (within an ulp of multiplying first).
+    """
+    d = rotations.shape[-1]
+    weights = qk_norm.view(-1, kv_heads, d)[:, 0].float()  # [G, d]
+    return (weights[None, :, :, None] * rotations.float()[:, None]).to(rotations.dtype)  # [T, G, d, d]
+
+
+def apply_rope(x: torch.Tensor, rotations: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+    """x [T, H, d] (heads of one position per row) -> rotated [T, H, d] (written to ``out`` if given).
+
+    ``rotations`` is [T, d, d] (one matrix per position) or [T, G, d, d] from ``fold_norm_weights`` (one per
+    position and head group of H / G heads). One batched matmul; for T = 1 it writes straight into a contiguous
+    ``out`` (e.g. the q/k part of the projected rows), otherwise ``out`` costs one copy.
+    """
+    T, d = x.shape[0], x.shape[-1]
+    if out is not None and T == 1:
+        groups = rotations.shape[1] if rotations.dim() == 4 else 1
+        return torch.bmm(x.view(groups, -1, d), rotations.view(groups, d, d), out=out.view(groups, -1, d)).view(out.shape)
+    if rotations.dim() == 4:
+        rotated = torch.matmul(x.reshape(T, rotations.shape[1], -1, d), rotations).view(x.shape)  # [T, G, H/G, d]
+    else:
+        rotated = torch.matmul(x, rotations)  # [T, H, d] @ [T, d, d]
+    return rotated if out is None else out.copy_(rotated)

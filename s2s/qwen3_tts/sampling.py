@@ -61,14 +61,26 @@ class SamplingParams:
                 self.subtalker_do_sample, self.subtalker_temperature, self.subtalker_top_k, self.subtalker_top_p)
 
 
-def select_token(logits: torch.Tensor, do_sample: bool, temperature: float, top_k: int, top_p: float) -> torch.Tensor:
+def candidates(vocab_size: int, top_k: int) -> int:
+    """How many logits the sampler draws among: k with top-k, else the whole vocabulary."""
+    return top_k if 0 < top_k < vocab_size else vocab_size
+
+
+def log_exponential(shape: tuple[int, ...], device: torch.device) -> torch.Tensor:
+    """log E, E ~ Exp(1) i.i.d., fp32 [shape] (minus a standard Gumbel draw), from the default generator."""
+    return torch.empty(shape, dtype=torch.float32, device=device).exponential_().log_()
+
+
+def select_token(logits: torch.Tensor, do_sample: bool, temperature: float, top_k: int, top_p: float,
+                 log_noise: torch.Tensor | None = None) -> torch.Tensor:
     """Greedy or sampled id from ``logits`` [V] (any float dtype) -> LongTensor [1] (HF warper order, no host sync).
 
     Sampling works on the k largest logits only (``topk``, unsorted unless top-p needs the order) and draws by the
     Gumbel-max trick: argmax(l / T - log E), E ~ Exp(1) i.i.d., is distributed as softmax(l / T), the same
     distribution as ``torch.multinomial``. It is computed as argmax(l - T log E) (T > 0 does not move the argmax),
-    so the temperature costs no kernel: 6 kernels with top-k, no sort, no full-vocabulary softmax. Unlike HF's
-    top-k, logits tied with the k-th largest are not kept as well (exact ties do not occur in practice).
+    so the temperature costs no kernel: 4 kernels with top-k and ``log_noise`` (log E [candidates(V, top_k)],
+    e.g. drawn for several tokens at once by ``log_exponential``), 6 when drawing here. Unlike HF's top-k, logits
+    tied with the k-th largest are not kept as well (exact ties do not occur in practice).
     """
     if not do_sample:
         return logits.argmax(-1, keepdim=True)  # [1]; first maximum, as HF greedy
@@ -81,8 +93,9 @@ def select_token(logits: torch.Tensor, do_sample: bool, temperature: float, top_
         probs = (values.float() / temperature).softmax(-1)  # [k]
         ranked_above = probs.cumsum(-1) - probs  # [k] probability mass of the more likely ids
         values = values.masked_fill(ranked_above >= top_p, float("-inf"))  # HF's rule; the first id always stays
-    gumbel = torch.empty_like(values, dtype=torch.float32).exponential_().log_()  # [k] log E = -Gumbel
-    scores = torch.add(values, gumbel, alpha=-temperature)  # [k] fp32: T * (l / T + Gumbel)
+    if log_noise is None:
+        log_noise = log_exponential(values.shape, values.device)  # [k]
+    scores = torch.add(values, log_noise, alpha=-temperature)  # [k] fp32: T * (l / T + Gumbel)
     winner = scores.argmax(-1, keepdim=True)  # [1]
     return winner if ids is None else ids.index_select(0, winner)  # [1] vocabulary id
 

@@ -1,7 +1,7 @@
 """The talker (28 layers, hidden D 1024/2048, 16 q / 8 kv heads, d 128, codec vocab V 3072) and its decode state.
 
 Everything a frame needs lives in static device buffers, allocated once:
-  cache [28, 2, 8, L, 128]           K/V, L = max_seq_len (prompt + generated frames)
+  cache [28, L, 2 * 8, 128]          K/V (slot-major), L = max_seq_len (prompt + generated frames)
   counters [4]                       frame, position, cache_slot, n_generated (views, advanced by one kernel):
     frame                            frames produced so far (row of the code history, trailing-text row)
     position / cache_slot            RoPE position and K/V slot of the next talker input (equal here, kept apart)
@@ -14,6 +14,9 @@ Everything a frame needs lives in static device buffers, allocated once:
 ``prefill`` runs the prompt through the same layer code as one batched causal pass (eager) and samples the first
 codebook-0 id. ``codes_step`` (code predictor) and ``talker_step`` are the two graph-captured functions of a
 frame: they only read and write these buffers (counters advance in place), so eager and replay are the same code.
+A talker step reads only the keys of its bucket [0, kv_len) (powers of two from 64, then L; one graph each, chosen
+by the host, which knows the slot): attention bytes grow with the text, not with max_seq_len (this matters on
+memory-bound devices such as Jetson Orin).
 """
 
 from __future__ import annotations
@@ -29,6 +32,19 @@ from s2s.qwen3_tts.sampling import SamplingParams, TalkerLogitsProcessor, select
 from s2s.qwen3_tts.weights import TalkerWeights, embed_codes
 
 
+SMALLEST_KEY_BUCKET = 64
+
+
+def key_buckets(max_seq_len: int) -> tuple[int, ...]:
+    """Key lengths a talker step reads: powers of two from 64 below ``max_seq_len``, then ``max_seq_len``."""
+    buckets = []
+    size = SMALLEST_KEY_BUCKET
+    while size < max_seq_len:
+        buckets.append(size)
+        size *= 2
+    return (*buckets, max_seq_len)
+
+
 class Talker:
     def __init__(self, w: TalkerWeights, predictor: CodePredictor, eos_id: int, max_seq_len: int,
                  dtype: torch.dtype, device: torch.device):
@@ -36,6 +52,7 @@ class Talker:
         self.predictor = predictor
         self.eos_id = eos_id
         self.max_seq_len = L = max_seq_len
+        self.key_buckets = key_buckets(L)
         hidden = w.codec_embedding.shape[1]
         self.cache = StaticKVCache(len(w.layers), w.shape, L, dtype, device)
         self.rope = RopeTables(w.shape.head_dim, w.rope_theta, L, dtype, device)
@@ -94,12 +111,20 @@ class Talker:
         self.predictor.run(self.past_hidden, cb0_embed, self.token, sampling, out=self.frame_codes)  # [16]
         self.history.index_copy_(0, self.frame, self.frame_codes.unsqueeze(0))
 
-    def talker_step(self, sampling: SamplingParams) -> None:
-        """Talker on the summed codes of the current frame: next codebook-0 id; advances all counters."""
+    def key_bucket(self, slot: int) -> int:
+        """The smallest key bucket that holds cache slot ``slot`` (the host knows which slot a frame writes)."""
+        return next(size for size in self.key_buckets if size > slot)
+
+    def talker_step(self, sampling: SamplingParams, kv_len: int | None = None) -> None:
+        """Talker on the summed codes of the current frame: next codebook-0 id; advances all counters.
+
+        Attention reads keys [0, kv_len) (default: the whole cache); ``kv_len`` must exceed the slot written now
+        (``key_bucket``). Steps with different ``kv_len`` are different graphs; they share all buffers."""
+        kv_len = kv_len or self.max_seq_len
         summed = embed_codes(self.frame_codes.unsqueeze(0), self.w)  # [1, D]
         x = summed + self.trailing.index_select(0, self.frame)  # [1, D]
         self.mask.index_fill_(1, self.cache_slot, 0.0)  # the slot written now becomes visible to all layers
-        hidden = self._layers(x.unsqueeze(0), self.position, self.cache_slot, self.max_seq_len, self.mask)  # [1, 1, D]
+        hidden = self._layers(x.unsqueeze(0), self.position, self.cache_slot, kv_len, self.mask[:, :kv_len])  # [1, 1, D]
         logits = F.linear(hidden, self.w.codec_head)[0, 0].float()  # [V]
         self.token.copy_(self._sample(logits, self.n_generated, sampling))
         self.past_hidden.copy_(hidden)

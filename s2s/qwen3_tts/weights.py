@@ -15,7 +15,6 @@ import logging
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from s2s.qwen3_tts.layers import LayerShape, LayerWeights
