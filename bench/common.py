@@ -207,7 +207,9 @@ def weight_bytes_per_frame(ckpt: Path, bytes_per_param: int = 2) -> dict[str, fl
     """Weight bytes one frame must read at batch 1 (qwen3-tts.md §4), from the checkpoint's config.json.
 
     One talker step reads every talker layer and the codec head; the 15 predictor passes read the 5 predictor
-    layers 15 times, each of the 15 lm_heads once, and (1.7B) the talker->predictor projection 15 times.
+    layers 15 times, each of the 15 lm_heads once, and (1.7B) the talker->predictor projection once: only the
+    frame's first predictor input needs it, the later inputs are codec embeddings whose projected rows can be
+    tabulated once per model (as our engine does).
     Embedding lookups read single rows and KV-cache reads are small (112 KiB per cached talker position):
     both are left out, so this is a lower bound.
     """
@@ -228,7 +230,7 @@ def weight_bytes_per_frame(ckpt: Path, bytes_per_param: int = 2) -> dict[str, fl
     projection = 0
     if talker["hidden_size"] != predictor["hidden_size"]:
         projection = talker["hidden_size"] * predictor["hidden_size"] + predictor["hidden_size"]
-    predictor_params = groups * (predictor_pass + projection) + heads
+    predictor_params = groups * predictor_pass + projection + heads
     total = talker_params + predictor_params
     return {
         "talker_params": talker_params,

@@ -90,7 +90,10 @@ for step in $STEPS; do
     done
     ;;
   tests)
-    S2S_QWEN3_CKPT_DIR=$CKPTS run cuda-tests 420 "$OURS_PATH" python3 -m pytest -q -s -m cuda -p no:cacheprovider "$REPO/tests/test_qwen3_cuda.py"
+    # The engine's GPU parity tests, the GPU streaming decoder, and the kaldi patch against the real torchaudio
+    # (which imports on that machine) and its goldens on CUDA.
+    S2S_QWEN3_CKPT_DIR=$CKPTS run cuda-tests 420 "$OURS_PATH" python3 -m pytest -q -s -rs -p no:cacheprovider \
+      "$REPO/tests/test_qwen3_cuda.py" "$REPO/tests/test_codec_stream.py" "$REPO/tests/test_patch_torchaudio.py"
     ;;
   *)
     echo "unknown step $step (steps: install build bandwidth reference fq3 ours compile eager tests)" >&2

@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from s2s.qwen3_tts.compiled import compile_steps
 from s2s.qwen3_tts.graphs import GraphPool
 from s2s.qwen3_tts.predictor import CodePredictor
 from s2s.qwen3_tts.prompt import PromptBuilder, TalkerPrompt
@@ -43,12 +44,9 @@ CODES_CHUNK = 4
 class Qwen3TTS:
     """The engine. ``enforce_eager`` runs the step functions without CUDA graphs (debugging, CPU).
 
-    ``compile=True`` is experimental: it wraps each whole step function in ``torch.compile`` (inside our own
-    graphs). The code predictor step unrolls 75 layer passes and 15 token selections into one FX graph with some
-    400 weight inputs, and every talker key bucket is one more compilation of the 28-layer step, so compiling
-    takes minutes (it did not finish within 200 s on an H100). Compiling per layer would be far smaller, but the
-    static key length differs per predictor step (2..16) and per bucket, more variants than Dynamo's default
-    recompile limit (8), after which it silently runs eagerly; the plain graphed path is the supported one.
+    ``compile=True`` (desktop GPUs with Triton) puts the per-layer step functions through ``torch.compile``
+    (compiled.py); they are still captured in the engine's own CUDA graphs. The plain graphs are the default and the
+    Jetson path.
     """
 
     sample_rate = SAMPLE_RATE
@@ -69,6 +67,8 @@ class Qwen3TTS:
         self.speech_tokenizer = model.speech_tokenizer
         self.use_graphs = device.type == "cuda" and not enforce_eager
         self.compile = compile
+        if compile:
+            compile_steps(self.talker, self.predictor)
         self._graphs: dict[tuple, tuple[torch.cuda.CUDAGraph, dict[int, torch.cuda.CUDAGraph]]] = {}
         self._graph_pool: GraphPool | None = None
         self._stream_decoder = None
@@ -99,8 +99,6 @@ class Qwen3TTS:
 
         reference = Qwen3TTSModel.from_pretrained(str(path), device_map=str(dev), dtype=dtype)
         engine = cls(reference, dev, dtype, max_seq_len, enforce_eager, compile)
-        if compile:
-            log.warning("compile=True is experimental: compiling the frame steps takes minutes (Qwen3TTS docstring)")
         log.info("loaded %s (%s, %s) on %s, max_seq_len %d, %s", path.name, engine.kind, engine.model_size, dev,
                  max_seq_len, "CUDA graphs" if engine.use_graphs else "eager")
         return engine
@@ -171,8 +169,6 @@ class Qwen3TTS:
         talker = self.talker
         codes = functools.partial(talker.codes_step, sampling)
         talks = {size: functools.partial(talker.talker_step, sampling, size) for size in talker.key_buckets}
-        if self.compile:  # experimental, slow to compile: see the class docstring
-            return torch.compile(codes, dynamic=False), {k: torch.compile(f, dynamic=False) for k, f in talks.items()}
         return codes, talks
 
     def _frame_step(self, sampling: SamplingParams) -> Callable[[int], None]:

@@ -6,9 +6,10 @@ stacked q and k heads (one norm, per-head weights stacked) -> RoPE as one matmul
 q/k rows -> one K/V cache write of the slot's k and v rows (slot-major cache [L, 2 Hkv, d]) -> grouped-query
 attention without repeating K/V (q viewed as [1, Hkv, n_rep * T, d] against strided K/V views [1, Hkv, S, d]) ->
 o_proj + residual (one in-place addmm) -> RMSNorm -> one gate/up matmul -> SiLU * up -> down + residual (one
-in-place addmm): 13 kernels per talker layer for one token. The code predictor's positions are static, so its
+in-place addmm): 12 kernels per talker layer for one token (its steps fold the q/k norm weights into the
+rotations of all layers at once). The code predictor's positions are static, so its
 variant (``decoder_layer_fixed_slots``) writes the projections straight into the cache slots and has the q/k norm
-weights folded into the RoPE matrices: 11 kernels. A graphed step is bound by its kernel count, not by bytes;
+weights folded into its precomputed RoPE matrices: 11 kernels. A graphed step is bound by its kernel count, not by bytes;
 bench/count_ops.py counts them.
 
 Norms compute their statistics in fp32, as the reference ``Qwen3TTSRMSNorm``.
@@ -73,20 +74,22 @@ def decoder_layer(
     kv_len: int,
     mask: torch.Tensor | None,
 ) -> torch.Tensor:
-    """One layer over x [1, T, D] at cache slots [T] (device long) with RoPE matrices ``rotations`` [T, d, d] (the
-    talker: its positions live on the device).
+    """One layer over x [1, T, D] at cache slots [T] (device long) with RoPE matrices ``rotations`` (the talker: its
+    positions live on the device): [T, d, d], or [T, G, d, d] with the q/k norm weights folded in
+    (rope.fold_norm_weights; the norm then skips its weight multiply).
 
     ``cache`` [L, 2 Hkv, d] is this layer's K/V (slot-major: a slot's k and v heads are one contiguous row, written
     by one index_copy); attention reads its first ``kv_len`` slots. ``mask`` is bool or additive (model dtype),
     broadcastable to [n_rep * T, kv_len] (rows grouped as the queries), or None when every query sees all keys.
     ``x`` is the residual stream and is updated in place (callers pass a tensor they own): in-place ``addmm_`` adds
-    a projection to it in one kernel (out-of-place addmm copies first). 13 kernels for T = 1.
+    a projection to it in one kernel (out-of-place addmm copies first). 12 kernels for T = 1 with folded rotations.
     """
     T = x.shape[1]
     hq, hkv, d = shape.q_heads, shape.kv_heads, shape.head_dim
     h = rms_norm(x, w.input_norm, shape.eps)  # [1, T, D]
     qkv = F.linear(h, w.qkv).view(T, hq + 2 * hkv, d)  # [T, Hq + 2 Hkv, d]
-    qk = rms_norm(qkv[:, : hq + hkv], w.qk_norm, shape.eps)  # [T, Hq + Hkv, d]
+    folded = rotations.dim() == 4  # the q/k norm weights are in the rotations
+    qk = rms_norm(qkv[:, : hq + hkv], None if folded else w.qk_norm, shape.eps)  # [T, Hq + Hkv, d]
     apply_rope(qk, rotations, out=qkv[:, : hq + hkv])  # rotated q, k replace the raw ones
     cache.index_copy_(0, slots, qkv[:, hq:])  # [T, 2 Hkv, d] (k, v) written at slots
     return _attention_and_mlp(x, w, shape, qkv[:, :hq], cache[:kv_len], mask)
@@ -129,7 +132,7 @@ def _attention_and_mlp(x: torch.Tensor, w: LayerWeights, shape: LayerShape, q: t
     keys = kv[:, :hkv].transpose(0, 1).unsqueeze(0)  # [1, Hkv, S, d] (strided view of the cache)
     values = kv[:, hkv:].transpose(0, 1).unsqueeze(0)  # [1, Hkv, S, d]
     attn = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask, scale=d**-0.5)  # [1, Hkv, n_rep T, d]
-    attn = attn.view(hq, T, d).transpose(0, 1).reshape(T, hq * d)  # [T, Hq d]
+    attn = attn.reshape(hq, T, d).transpose(0, 1).reshape(T, hq * d)  # [T, Hq d] (a view unless SDPA's output is strided)
     x = x.view(T, D).addmm_(attn, w.o_proj.t())  # [T, D]: residual += o_proj(attn), one kernel
     h = rms_norm(x, w.post_norm, shape.eps)  # [T, D]
     gate, up = F.linear(h, w.gate_up).chunk(2, dim=-1)  # [T, I] each

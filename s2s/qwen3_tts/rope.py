@@ -44,15 +44,19 @@ class RopeTables:
 
 
 def fold_norm_weights(rotations: torch.Tensor, qk_norm: torch.Tensor, kv_heads: int) -> torch.Tensor:
-    """Rotations [T, d, d] and a layer's stacked q/k norm weights [Hq + Hkv, d] -> [T, G, d, d], G = Hq / Hkv + 1
-    head groups of Hkv heads (the query groups, then the key group): diag(weight of the group) @ R.
+    """Rotations [T, d, d] and stacked q/k norm weights [..., Hq + Hkv, d] (one layer, or [n, ...] for n layers)
+    -> [..., T, G, d, d], G = Hq / Hkv + 1 head groups of Hkv heads (the query groups, then the key group):
+    diag(weight of the group) @ R.
 
-    For fixed positions (the code predictor) this folds the q/k norm's weight multiply into the RoPE matmul: one
-    kernel less per layer. The product is rounded once to the model dtype (within an ulp of multiplying first).
+    This folds the q/k norm's weight multiply into the RoPE matmul: one kernel less per layer (the code predictor
+    folds once at load, its positions being fixed; the talker folds all layers at once per step). The product is
+    computed in fp32 (free when ``qk_norm`` is fp32) and rounded once to the rotations' dtype (within an ulp of
+    multiplying first).
     """
     d = rotations.shape[-1]
-    weights = qk_norm.view(-1, kv_heads, d)[:, 0].float()  # [G, d]
-    return (weights[None, :, :, None] * rotations.float()[:, None]).to(rotations.dtype)  # [T, G, d, d]
+    weights = qk_norm.unflatten(-2, (-1, kv_heads)).select(-2, 0).float()  # [..., G, d]
+    folded = weights.unsqueeze(-3).unsqueeze(-1) * rotations.float().unsqueeze(1)  # [..., T, G, d, d]
+    return folded.to(rotations.dtype)
 
 
 def apply_rope(x: torch.Tensor, rotations: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:

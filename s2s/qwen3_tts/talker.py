@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from s2s.qwen3_tts.kv_cache import StaticKVCache
 from s2s.qwen3_tts.layers import causal_mask, decoder_layer, rms_norm
 from s2s.qwen3_tts.predictor import CodePredictor
-from s2s.qwen3_tts.rope import RopeTables
+from s2s.qwen3_tts.rope import RopeTables, fold_norm_weights
 from s2s.qwen3_tts.sampling import SamplingParams, TalkerLogitsProcessor, select_token
 from s2s.qwen3_tts.weights import TalkerWeights, embed_codes
 
@@ -56,6 +56,7 @@ class Talker:
         hidden = w.codec_embedding.shape[1]
         self.cache = StaticKVCache(len(w.layers), w.shape, L, dtype, device)
         self.rope = RopeTables(w.shape.head_dim, w.rope_theta, L, dtype, device)
+        self.qk_norms = torch.stack([lw.qk_norm for lw in w.layers]).float()  # [layers, Hq + Hkv, d] fp32
         self.processor = TalkerLogitsProcessor(w.codec_embedding.shape[0], eos_id, device)
         long = dict(dtype=torch.long, device=device)
         self.counters = torch.zeros(4, **long)  # advanced together by one kernel per frame
@@ -69,15 +70,23 @@ class Talker:
         self.frame_codes = torch.zeros(predictor.n_residual + 1, **long)
         self.history = torch.zeros(L, predictor.n_residual + 1, **long)
         self.trailing = torch.zeros(L + 1, hidden, dtype=dtype, device=device)
+        self.step_layer = decoder_layer
+        """The layer function of single-token steps (``compiled.compile_steps`` swaps in a compiled one)."""
 
     def _layers(self, x, positions, slots, kv_len, mask) -> torch.Tensor:
         """x [1, T, D] (consumed: updated in place by the layers) -> final-norm hidden [1, T, D]."""
         rotations = self.rope.rotations(positions)  # [T, d, d], shared by all layers
+        if x.shape[1] == 1:  # a step: every layer's q/k norm weights folded into its own copy, in one product
+            per_layer = fold_norm_weights(rotations, self.qk_norms, self.w.shape.kv_heads)  # [layers, 1, G, d, d]
+        else:  # prefill: T rotations per layer would be large; the norms apply their weights
+            per_layer = rotations.expand(len(self.w.layers), *rotations.shape)  # [layers, T, d, d] (a view)
+        layer = self.step_layer if x.shape[1] == 1 else decoder_layer
         for i, lw in enumerate(self.w.layers):
-            x = decoder_layer(x, lw, self.w.shape, rotations, self.cache.layer(i), slots, kv_len, mask)
+            x = layer(x, lw, self.w.shape, per_layer[i], self.cache.layer(i), slots, kv_len, mask)
         return rms_norm(x, self.w.final_norm, self.w.shape.eps)  # [1, T, D]
 
-    def _sample(self, logits: torch.Tensor, n_generated: torch.Tensor, s: SamplingParams) -> torch.Tensor:
+    def sample(self, logits: torch.Tensor, n_generated: torch.Tensor, s: SamplingParams) -> torch.Tensor:
+        """fp32 logits [V] -> the next codebook-0 id [1], recorded for the repetition penalty."""
         logits = self.processor(logits, n_generated, s.repetition_penalty)  # [V]
         token = select_token(logits, s.do_sample, s.temperature, s.top_k, s.top_p)  # [1]
         self.processor.record(token)
@@ -95,7 +104,7 @@ class Talker:
         hidden = self._layers(embeds.clone(), positions, positions, T, causal_mask(T, self.w.shape.group, embeds.device))
         logits = F.linear(hidden, self.w.codec_head)[0, -1].float()  # [V]; head over all rows, as the reference
         self.counters.zero_()
-        self.token.copy_(self._sample(logits, self.n_generated, sampling))
+        self.token.copy_(self.sample(logits, self.n_generated, sampling))
         self.past_hidden.copy_(hidden[:, -1:])
         self.mask.fill_(float("-inf"))
         self.mask[:, :T] = 0.0
@@ -126,6 +135,6 @@ class Talker:
         self.mask.index_fill_(1, self.cache_slot, 0.0)  # the slot written now becomes visible to all layers
         hidden = self._layers(x.unsqueeze(0), self.position, self.cache_slot, kv_len, self.mask[:, :kv_len])  # [1, 1, D]
         logits = F.linear(hidden, self.w.codec_head)[0, 0].float()  # [V]
-        self.token.copy_(self._sample(logits, self.n_generated, sampling))
+        self.token.copy_(self.sample(logits, self.n_generated, sampling))
         self.past_hidden.copy_(hidden)
         self.counters.add_(1)
