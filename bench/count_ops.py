@@ -15,7 +15,7 @@ six ops on the CPU, so it is counted as one. Ops are attributed to the innermost
     python bench/count_ops.py --ops           # plus the op histogram per step
 
 Ops per frame, 0.6b sampled (predictor / talker / total): 1710 / 681 / 2391 with the first engine version,
-950 / 394 / 1344 now (greedy 2279 -> 1292; 1.7b sampled 2406 -> 1359).
+950 / 369 / 1319 now (greedy 2279 -> 1267; 1.7b sampled 2406 -> 1320).
 """
 
 from __future__ import annotations

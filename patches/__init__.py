@@ -23,6 +23,10 @@ class PatchStatus:
     """Why it applied or not (shown by `s2s check`)."""
 
 
+class NumpyABIError(RuntimeError):
+    """numpy and torch cannot exchange arrays (raised by ``apply()``; the message says the fix)."""
+
+
 _STATUS: dict[str, PatchStatus] = {}
 
 

@@ -12,13 +12,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from patches import PatchStatus
+from patches import NumpyABIError, PatchStatus
 
 NAME = "numpy-abi"
-
-
-class NumpyABIError(RuntimeError):
-    """numpy and torch cannot exchange arrays."""
 
 
 def bridge_error() -> str | None:

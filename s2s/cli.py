@@ -22,6 +22,7 @@ import time
 from importlib import metadata
 from pathlib import Path
 
+import patches
 from s2s import __version__
 from s2s.config import Config, load_config
 
@@ -114,6 +115,9 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, UsageError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except patches.NumpyABIError as exc:  # patches.apply() refuses to start; the message says the fix
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
 
 
 # ---- s2s run ---------------------------------------------------------------------------------------------------
@@ -124,6 +128,7 @@ def run(config: Config, args: argparse.Namespace) -> int:
     from s2s.pipeline import Pipeline, StageSetupError
     from s2s.supervisor import loading, supervised
 
+    patches.apply()  # before the stages import their libraries (Pipeline.setup() would apply them too)
     latency_log = _latency_log_path(config, args.output)
     pipeline = Pipeline.from_config(config, input_path=args.input, text=args.text, output_path=args.output)
     if latency_log is not None and not config.pipeline.latency_log:
@@ -225,7 +230,6 @@ def say(config: Config, text: str, output: str) -> int:
     """TTS alone: synthesize ``text`` with the configured backend and write a WAV at the engine's rate."""
     import numpy as np
 
-    import patches
     from handlers.tts import make_engine
     from s2s.audio import write_wav
 
@@ -250,8 +254,8 @@ CHECKED_PACKAGES = ("torch", "numpy", "transformers", "accelerate", "faster-whis
 
 
 def check(config: Config) -> int:
-    """Print what is installed, CUDA, audio devices, models and patches. 1 if a stage has no model."""
-    import patches
+    """Print what is installed, CUDA, audio devices, models and patches. 1 if a stage has no model or the
+    numpy-abi patch refuses this numpy."""
     from handlers.audio_devices import AudioDeviceError, import_sounddevice, list_devices
     from s2s.models import MISSING, describe_models
 
@@ -285,7 +289,12 @@ def check(config: Config) -> int:
         print(f"  {stage:4} {status:9} {what}")
 
     print("\nJetson patches:")
-    for status in patches.apply():
+    try:
+        statuses = patches.apply()
+    except patches.NumpyABIError as exc:
+        print(f"  {'numpy-abi':18} refused: {exc}")
+        return 1
+    for status in statuses:
         print(f"  {status.name:18} {'applied' if status.applied else 'not needed'}: {status.detail}")
     return 1 if any(status == MISSING for _, _, status in rows) else 0
 

@@ -190,7 +190,7 @@ class TTSConfig:
     ref_text: str = ""
     """Base (voice clone): transcript of the reference; "" = x-vector-only mode."""
     voice_prompt: str = ""
-    """Base (voice clone): a precomputed voice prompt file (see `s2s voice-prompt`)."""
+    """Base (voice clone): a voice prompt file written by ``s2s.qwen3_tts.VoicePrompt.save``."""
     chunk_size: int = 4
     """Codec frames (80 ms each) per streamed audio chunk."""
     first_chunk_size: int = 2
@@ -205,7 +205,8 @@ class TTSConfig:
     enforce_eager: bool = False
     """Never capture CUDA graphs (debugging, parity)."""
     compile: bool = False
-    """torch.compile the step functions (desktop GPUs with Triton; not on Jetson)."""
+    """torch.compile the per-layer step functions inside the graphs (desktop GPUs with Triton; not on Jetson).
+    Measured no faster than the plain graphs (bench/results/2026-12-01-h200.md)."""
     do_sample: bool = True
     temperature: float = 0.9
     top_k: int = 50

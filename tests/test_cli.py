@@ -8,6 +8,7 @@ import soundfile as sf
 from fixtures_models import smollm2_dir  # noqa: F401  (session fixture)
 from pipeline_helpers import EXAMPLES, RUN_TIMEOUT_S, integration_overrides, reuse_models
 
+import patches
 from s2s import cli
 from s2s.pipeline import Pipeline
 
@@ -121,6 +122,11 @@ def test_check_reports_every_part(capsys):
         assert heading in out
     for stage in ("vad", "stt", "llm", "tts"):
         assert f"\n  {stage} " in out
+    patch_lines = out.split("Jetson patches:\n", 1)[1].splitlines()
+    statuses = patches.status()
+    assert [line.split()[0] for line in patch_lines] == [status.name for status in statuses]
+    for line, status in zip(patch_lines, statuses, strict=True):
+        assert line.endswith(f"{'applied' if status.applied else 'not needed'}: {status.detail}"), line
     assert code == (1 if " missing " in out else 0)
 
 

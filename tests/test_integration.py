@@ -63,6 +63,41 @@ def test_two_questions_give_two_turns_in_order_with_history(smollm2_dir, tmp_pat
     assert pipeline.sink.turns_written == 2
 
 
+class FailsFirstRequest:
+    """The session's real TTS engine, except that its first request speaks one chunk and then raises."""
+
+    def __init__(self, engine) -> None:
+        self.engine = engine
+        self.name, self.sample_rate = engine.name, engine.sample_rate
+        self.failed = False
+
+    def synthesize(self, text, cancel=None):
+        for audio in self.engine.synthesize(text, cancel):
+            yield audio
+            if not self.failed:
+                self.failed = True
+                raise RuntimeError("synthesis exploded")
+
+
+def test_a_stage_raising_mid_turn_ends_that_turn_and_the_next_is_answered(smollm2_dir, tmp_path,  # noqa: F811
+                                                                           info_logs):
+    pipeline = build(integration_config(smollm2_dir), input_path=EXAMPLES / "two_questions.wav",
+                     output_path=tmp_path / "reply.wav")
+    pipeline.setup()
+    tts = next(stage for stage in pipeline.stages if stage.name == "tts")
+    tts.engine = FailsFirstRequest(tts.engine)
+    run(pipeline)
+
+    first, second = pipeline.turns.records
+    assert first["turn"] == 1 and first["error"] == "tts: RuntimeError: synthesis exploded"
+    assert "tts failed on TextChunk (turn 1): synthesis exploded" in info_logs.text
+    assert second["turn"] == 2 and second["error"] is None and second["first_audio_out_ms"] is not None
+    assert "germany" in words(logged(info_logs, "handlers.stt", "STT: turn")[2])
+    llm = next(stage for stage in pipeline.stages if stage.name == "llm")
+    assert list(llm.history) == []  # turn 2 was answered without the failed turn 1 in its prompt
+    assert pipeline.turns.listening and pipeline.healthy()
+
+
 def test_noise_and_silence_alone_give_no_turn(smollm2_dir, tmp_path, info_logs):  # noqa: F811
     rng = np.random.default_rng(0)
     quiet_noise = (0.003 * rng.standard_normal(16000 * 2)).astype(np.float32)

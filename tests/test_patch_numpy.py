@@ -8,19 +8,14 @@ initialize NumPy" and every ``from_numpy`` / ``.numpy()`` then raises ``RuntimeE
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
 import numpy as np
 import pytest
+from fresh_python import run_python
 
 from patches import numpy_abi
-
-REPO = Path(__file__).resolve().parents[1]
 
 EMULATE_NUMPY2_UNDER_NUMPY1_TORCH = """
     import sys, types
@@ -49,16 +44,37 @@ def test_numpy2_under_numpy1_torch_is_refused_with_the_fix() -> None:
         result["recorded"] = [s.name for s in patches.status()]
         print(json.dumps(result))
     """)
-    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=REPO,
-                          timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    result = run_python(code)
     assert result["reproduced"] == "Numpy is not available"
     assert "numpy 2.0.2 cannot exchange arrays with torch" in result["first"]
     assert "Numpy is not available" in result["first"] and "pip install 'numpy<2'" in result["first"]
     assert result["second"] == result["first"], "a refused start-up must stay refused"
     assert result["recorded"] == []
+
+
+def test_s2s_check_and_run_report_the_refusal_and_exit_1(tmp_path: Path) -> None:
+    code = textwrap.dedent(EMULATE_NUMPY2_UNDER_NUMPY1_TORCH) + textwrap.dedent(f"""
+        import contextlib, io, json
+        from s2s import cli
+        result = {{}}
+        run = ["--set", "tts.backend=piper", "run", "--text", "hi", "--output", {str(tmp_path / "r.wav")!r}]
+        for name, argv in (("check", ["check"]), ("run", run)):
+            out, err = io.StringIO(), io.StringIO()
+            with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+                status = cli.main(argv)
+            result[name] = [status, out.getvalue(), err.getvalue()]
+        print(json.dumps(result))
+    """)
+    result = run_python(code)
+    status, out, _ = result["check"]
+    assert status == 1
+    patch_lines = out.split("Jetson patches:\n", 1)[1].splitlines()
+    assert patch_lines[0].split()[:2] == ["numpy-abi", "refused:"]
+    assert "cannot exchange arrays with torch" in patch_lines[0] and "pip install 'numpy<2'" in patch_lines[0]
+    status, _, err = result["run"]
+    assert status == 1
+    assert err.startswith("error: numpy 2.0.2 cannot exchange arrays with torch") and "Traceback" not in err
+    assert not (tmp_path / "r.wav").exists()  # refused before any stage was set up
 
 
 def test_no_op_on_numpy1() -> None:

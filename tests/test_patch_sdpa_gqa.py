@@ -6,21 +6,16 @@ after each test); one test runs the whole start-up (``patches.apply()``, a tiny 
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
 import textwrap
-from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
+from fresh_python import run_python
 from transformers.integrations import sdpa_attention
 
 from patches import sdpa_gqa
 
-REPO = Path(__file__).resolve().parents[1]
 REAL_SDPA = F.scaled_dot_product_attention
 N_REP = 2
 
@@ -134,11 +129,7 @@ def test_start_up_on_emulated_jetson_runs_a_gqa_model() -> None:
         result["equal"] = torch.equal(patched, reference)
         print(json.dumps(result))
     """)
-    env = {**os.environ, "PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=REPO,
-                          timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    result = run_python(code)
     assert "enable_gqa" in result["unpatched"]
     assert result["status"]["sdpa-enable-gqa"] is True
     assert result["equal"]

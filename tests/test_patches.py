@@ -2,16 +2,11 @@
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
 import textwrap
-from pathlib import Path
+
+from fresh_python import run_python
 
 import patches
-
-REPO = Path(__file__).resolve().parents[1]
 
 
 def test_status_reports_every_patch_after_conftest_applied_them() -> None:
@@ -40,12 +35,7 @@ def test_apply_decides_and_logs_each_patch_once() -> None:
             "applied": {s.name: s.applied for s in first},
         }))
     """)
-    env = {**os.environ, "PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
-    env.pop("S2S_TORCHAUDIO_SHIM", None)
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=REPO,
-                          timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    result = run_python(code)
     assert result["same"]
     assert result["names"] == ["numpy-abi", "torchaudio-kaldi", "sdpa-enable-gqa"]
     assert len(result["logs"]) == 3

@@ -270,3 +270,35 @@ def test_real_pipeline_ready_after_setup_and_no_watchdog_once_a_stage_hangs(
         server.join(5.0)
     assert not server.is_alive()
     assert pipeline.stop() == []  # the released stage ended with the others
+
+
+def test_s2s_run_is_ready_only_after_setup_and_says_stopping_on_sigterm(
+    fake_systemd: FakeSystemd, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`s2s run` itself, with its pipeline replaced by one slow-loading stage: STATUS while loading, READY once
+    set-up has finished, STOPPING after a SIGTERM, then exit status 130."""
+    from s2s import cli
+
+    loaded, stop = threading.Event(), threading.Event()
+    pipeline = Pipeline([SlowSetup(loaded, queue.Queue(), None, stop, 0.02)], Turns(), stop)
+    monkeypatch.setattr(Pipeline, "from_config", classmethod(lambda cls, *args, **kwargs: pipeline))
+    seen: dict[str, object] = {}
+
+    def systemd_side() -> None:
+        try:
+            seen["loading"] = fake_systemd.next_message(10.0)
+            seen["while loading"] = fake_systemd.messages(0.3)
+            loaded.set()
+            seen["ready"] = fake_systemd.next_message(10.0)
+        finally:
+            loaded.set()
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    driver = threading.Thread(target=systemd_side)
+    driver.start()
+    assert cli.main(["run", "--text", "hello"]) == 130
+    driver.join(5.0)
+    assert seen["loading"] == "STATUS=loading models"
+    assert seen["while loading"] == []
+    assert seen["ready"] == "READY=1\nSTATUS=answering"
+    assert "STOPPING=1\nSTATUS=stopping" in fake_systemd.messages(0.3)

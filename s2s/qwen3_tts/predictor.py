@@ -10,9 +10,9 @@ projected rows (q, k, v) so that the matmuls write the slots directly (``layers.
 Everything that depends only on the position or the code is precomputed: the 14 step inputs as tables of rows
 already through the 1.7B talker -> predictor projection (``input_tables``: one gather per step instead of a gather
 and a matmul), the RoPE matrices of positions 0..15 (per layer, with the q/k norm weights folded in) and the
-prefill's additive causal mask (a bool mask would cost three conversion kernels per layer). The random draws of all 15 sampled codes come from one call. Heads run on the
-model-dtype logits: greedy argmax and top-k are exact on them, and sampling promotes to fp32 inside its first
-arithmetic kernel, so no separate cast kernel is needed.
+prefill's additive causal mask (a bool mask would cost three conversion kernels per layer). The random draws of
+all 15 sampled codes come from one call. Heads run on the model-dtype logits: greedy argmax and top-k are exact on
+them, and sampling promotes to fp32 inside its first arithmetic kernel, so no separate cast kernel is needed.
 """
 
 from __future__ import annotations

@@ -53,7 +53,6 @@ def fold_norm_weights(rotations: torch.Tensor, qk_norm: torch.Tensor, kv_heads: 
     computed in fp32 (free when ``qk_norm`` is fp32) and rounded once to the rotations' dtype (within an ulp of
     multiplying first).
     """
-    d = rotations.shape[-1]
     weights = qk_norm.unflatten(-2, (-1, kv_heads)).select(-2, 0).float()  # [..., G, d]
     folded = weights.unsqueeze(-3).unsqueeze(-1) * rotations.float().unsqueeze(1)  # [..., T, G, d, d]
     return folded.to(rotations.dtype)
