@@ -7,9 +7,9 @@ q/k rows -> one K/V cache write of the slot's k and v rows (slot-major cache [L,
 attention without repeating K/V (q viewed as [1, Hkv, n_rep * T, d] against strided K/V views [1, Hkv, S, d]) ->
 o_proj + residual (one in-place addmm) -> RMSNorm -> one gate/up matmul -> SiLU * up -> down + residual (one
 in-place addmm): 12 kernels per talker layer for one token (its steps fold the q/k norm weights into the
-rotations of all layers at once). The code predictor's positions are static, so its
-variant (``decoder_layer_fixed_slots``) writes the projections straight into the cache slots and has the q/k norm
-weights folded into its precomputed RoPE matrices: 11 kernels. A graphed step is bound by its kernel count, not by bytes;
+rotations of all layers at once). The code predictor's positions are static, so its variant
+(``decoder_layer_fixed_slots``) writes the projections straight into the cache slots and has the q/k norm weights
+folded into its precomputed RoPE matrices: 11 kernels. A graphed step is bound by its kernel count, not by bytes;
 bench/count_ops.py counts them.
 
 Norms compute their statistics in fp32, as the reference ``Qwen3TTSRMSNorm``.
@@ -132,7 +132,7 @@ def _attention_and_mlp(x: torch.Tensor, w: LayerWeights, shape: LayerShape, q: t
     keys = kv[:, :hkv].transpose(0, 1).unsqueeze(0)  # [1, Hkv, S, d] (strided view of the cache)
     values = kv[:, hkv:].transpose(0, 1).unsqueeze(0)  # [1, Hkv, S, d]
     attn = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask, scale=d**-0.5)  # [1, Hkv, n_rep T, d]
-    attn = attn.reshape(hq, T, d).transpose(0, 1).reshape(T, hq * d)  # [T, Hq d] (a view unless SDPA's output is strided)
+    attn = attn.reshape(hq, T, d).transpose(0, 1).reshape(T, hq * d)  # [T, Hq d]; a view unless SDPA gave strides
     x = x.view(T, D).addmm_(attn, w.o_proj.t())  # [T, D]: residual += o_proj(attn), one kernel
     h = rms_norm(x, w.post_norm, shape.eps)  # [T, D]
     gate, up = F.linear(h, w.gate_up).chunk(2, dim=-1)  # [T, I] each

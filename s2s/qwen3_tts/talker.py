@@ -75,12 +75,13 @@ class Talker:
 
     def _layers(self, x, positions, slots, kv_len, mask) -> torch.Tensor:
         """x [1, T, D] (consumed: updated in place by the layers) -> final-norm hidden [1, T, D]."""
-        rotations = self.rope.rotations(positions)  # [T, d, d], shared by all layers
+        rotations = self.rope.rotations(positions)  # [T, d, d]
         if x.shape[1] == 1:  # a step: every layer's q/k norm weights folded into its own copy, in one product
+            layer = self.step_layer
             per_layer = fold_norm_weights(rotations, self.qk_norms, self.w.shape.kv_heads)  # [layers, 1, G, d, d]
-        else:  # prefill: T rotations per layer would be large; the norms apply their weights
-            per_layer = rotations.expand(len(self.w.layers), *rotations.shape)  # [layers, T, d, d] (a view)
-        layer = self.step_layer if x.shape[1] == 1 else decoder_layer
+        else:  # prefill: T rotations per layer would be large; all layers share them, the norms apply the weights
+            layer = decoder_layer
+            per_layer = [rotations] * len(self.w.layers)
         for i, lw in enumerate(self.w.layers):
             x = layer(x, lw, self.w.shape, per_layer[i], self.cache.layer(i), slots, kv_len, mask)
         return rms_norm(x, self.w.final_norm, self.w.shape.eps)  # [1, T, D]
