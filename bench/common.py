@@ -94,6 +94,30 @@ def timed(fn: Callable[[], Any]) -> tuple[float, Any]:
     return time.perf_counter() - start, result
 
 
+def graph_us(op: Callable[[], object], replays: int = 200) -> float:
+    """µs per call of ``op`` captured ``replays`` times in one CUDA graph (median of 5 replays): the cost of a
+    kernel inside a graph, launch gaps included, as a graphed frame step pays it."""
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(stream):
+        for _ in range(3):
+            op()
+    torch.cuda.current_stream().wait_stream(stream)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        for _ in range(replays):
+            op()
+    times = []
+    for _ in range(5):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        graph.replay()
+        end.record()
+        torch.cuda.synchronize()
+        times.append(1000.0 * start.elapsed_time(end) / replays)
+    return sorted(times)[2]
+
+
 def median_time(fn: Callable[[], Any], repeats: int) -> tuple[float, list[float]]:
     """Median and all wall times (s) of ``repeats`` calls of ``fn``."""
     times = [timed(fn)[0] for _ in range(repeats)]

@@ -3,7 +3,8 @@
 #
 # Usage (repo root; wheel folders .whl/ours and .whl/fq3 as prepared in bench/README.md):
 #   bench/run_all.sh [STEP ...]
-# Steps (default: all, in this order): install build bandwidth reference fq3 ours compile eager tests
+# Steps (default: all, in this order): install build bandwidth reference fq3 ours compile eager tests;
+#   also profile (bench/profile_frame.py: kernel table and micro-timings, not part of the default run)
 # Environment: OUT (results folder, default /tmp/bench-out), SIZES (default "0.6b 1.7b"), CKPTS (default /tmp/ckpts),
 #   FRAMES (default 100), REPEATS (default 3; the reference uses at most 2: it takes ~0.1 s a frame),
 #   STOP_AT (optional, epoch seconds: steps that would start later are skipped, to fit a time limit).
@@ -89,6 +90,12 @@ for step in $STEPS; do
         --size "$size" --frames "$FRAMES" --repeats "$REPEATS" --mode "$mode" --out "$WORK/json/ours-$mode-$size.json"
     done
     ;;
+  profile)
+    for size in $SIZES; do
+      run "profile-$size" 300 "$OURS_PATH" python3 "$REPO/bench/profile_frame.py" --ckpt "$CKPTS/$size-custom_voice" \
+        --size "$size" --out "$WORK/logs"
+    done
+    ;;
   tests)
     # The engine's GPU parity tests, the GPU streaming decoder, and the kaldi patch against the real torchaudio
     # (which imports on that machine) and its goldens on CUDA.
@@ -96,7 +103,7 @@ for step in $STEPS; do
       "$REPO/tests/test_qwen3_cuda.py" "$REPO/tests/test_codec_stream.py" "$REPO/tests/test_patch_torchaudio.py"
     ;;
   *)
-    echo "unknown step $step (steps: install build bandwidth reference fq3 ours compile eager tests)" >&2
+    echo "unknown step $step (steps: install build bandwidth reference fq3 ours compile eager profile tests)" >&2
     exit 2
     ;;
   esac

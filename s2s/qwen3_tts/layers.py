@@ -44,10 +44,10 @@ class LayerWeights:
     input_norm: torch.Tensor  # [D]
     qkv: torch.Tensor  # [(Hq + 2 Hkv) d, D]
     qk_norm: torch.Tensor  # [Hq + Hkv, d]: q_norm repeated Hq times, then k_norm repeated Hkv times
-    o_proj: torch.Tensor  # [D, Hq d]
+    o_proj: torch.Tensor  # [D, Hq d], column-major (its transpose is contiguous: see weights._column_major)
     post_norm: torch.Tensor  # [D]
     gate_up: torch.Tensor  # [2 I, D]
-    down: torch.Tensor  # [D, I]
+    down: torch.Tensor  # [D, I], column-major
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,7 @@ column; everywhere float32 is well conditioned it stays atol 1e-4 / rtol 1e-5.
 from __future__ import annotations
 
 import json
+import platform
 from pathlib import Path
 
 import numpy as np
@@ -28,6 +29,20 @@ GOLDEN = Path(__file__).with_name("kaldi_golden.npz")
 SAMPLE_RATE = 16000
 LENGTHS = [0, 100, 399, 400, 401, 16000, 48037]
 """Around one 400-sample frame (25 ms at 16 kHz), one second, three seconds plus an odd tail."""
+
+
+def cpu_model() -> str:
+    """This CPU's vendor and model name ("AuthenticAMD AMD EPYC"), from /proc/cpuinfo (else ``platform``): MKL picks
+    its FFT kernels by CPU, so torch's float32 fbank is bit-reproducible only on the same CPU model."""
+    info = Path("/proc/cpuinfo")
+    fields = {}
+    if info.is_file():
+        for line in info.read_text().splitlines():
+            key, _, value = line.partition(":")
+            fields.setdefault(key.strip(), value.strip())
+    if "vendor_id" in fields:
+        return f"{fields['vendor_id']} {fields.get('model name', '')}".strip()
+    return f"{platform.machine()} {platform.processor()}".strip()
 
 
 def make_waveform(length: int, channels: int = 1, seed: int = 0, scale: float = 1.0,
@@ -126,7 +141,7 @@ def main() -> None:
     for name, args in MEL_BANK_CASES.items():
         banks, centers = kaldi.get_mel_banks(*args)
         arrays[name + "/banks"], arrays[name + "/centers"] = banks.numpy(), centers.numpy()
-    meta = dict(torch=torch.__version__, torchaudio=torchaudio.__version__, numpy=np.__version__)
+    meta = dict(torch=torch.__version__, torchaudio=torchaudio.__version__, numpy=np.__version__, cpu=cpu_model())
     np.savez_compressed(GOLDEN, cases=json.dumps(cases), mel_bank_cases=json.dumps(MEL_BANK_CASES),
                         meta=json.dumps(meta), **arrays)
     print(f"wrote {GOLDEN} ({GOLDEN.stat().st_size // 1024} KiB, {len(cases)} cases, "
