@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from s2s.qwen3_tts import Qwen3TTS, SamplingParams
+from s2s.qwen3_tts import Qwen3TTS, SamplingParams, layers
 from s2s.qwen3_tts.checkpoint import build_checkpoint
 from s2s.qwen3_tts.rope import RopeTables, apply_rope, fold_norm_weights
 from s2s.qwen3_tts.sampling import TalkerLogitsProcessor, log_exponential, select_token
@@ -256,16 +256,54 @@ def test_warmup_leaves_generation_unchanged(engines):
     assert torch.equal(eng.generate_codes(prompt, SamplingParams.greedy(), max_new_tokens=6), before)
 
 
-def test_compile_mode_gives_the_eager_tokens(engines, tmp_path):
-    """compile=True runs the same step functions through torch.compile (inductor's CPU backend here): greedy and
-    seeded sampled tokens equal the eager engine's, across several talker key buckets and all predictor steps."""
+def test_compile_mode_matches_eager(engines, tmp_path):
+    """compile=True runs the same step functions through torch.compile (inductor's CPU backend here). Inductor fuses
+    the elementwise ops (norms, SiLU * up) and rounds them its own way, so its layers equal eager to float32 rounding,
+    not bit for bit. Checked: greedy tokens are equal across several talker key buckets and all predictor steps; each
+    compiled layer equals eager to 1e-5; the compiled sampler draws the same ids as eager from the same logits and
+    seed; a seeded sampled run repeats exactly. A whole sampled run is not compared: it flips at the first near-tie
+    of two candidates (frame 22 of this random-weight model)."""
     eager = engines("custom_voice", max_seq_len=160)
     path = build_checkpoint(tmp_path / "cv", size="tiny", kind="custom_voice")
     compiled = Qwen3TTS.from_pretrained(path, device="cpu", dtype=torch.float32, max_seq_len=160, compile=True)
     assert compiled.talker.step_layer is not eager.talker.step_layer
     prompt = eager.prompt_custom_voice("Hi.", "ryan", "english")
     frames = 130 - prompt.length  # crosses the 64 and 128 key buckets
-    for sampling in (SamplingParams.greedy(), SamplingParams(seed=5)):
-        want = eager.generate_codes(prompt, sampling, max_new_tokens=frames + 1, suppress_eos=True)
-        got = compiled.generate_codes(prompt, sampling, max_new_tokens=frames + 1, suppress_eos=True)
-        assert torch.equal(got, want)
+
+    def codes(engine, sampling):
+        return engine.generate_codes(prompt, sampling, max_new_tokens=frames + 1, suppress_eos=True)
+
+    assert torch.equal(codes(compiled, SamplingParams.greedy()), codes(eager, SamplingParams.greedy()))
+    seeded = SamplingParams(seed=5)
+    assert torch.equal(codes(compiled, seeded), codes(compiled, seeded))
+
+    torch.manual_seed(0)
+    talker, predictor = compiled.talker, compiled.predictor
+    shape = talker.w.shape
+    for kv_len in (64, 128, 160):
+        slot = torch.tensor([kv_len - 1])
+        rotations = fold_norm_weights(talker.rope.rotations(slot), talker.qk_norms, shape.kv_heads)[0]
+        x = torch.randn(1, 1, talker.w.codec_embedding.shape[1])
+        cache = torch.randn_like(talker.cache.layer(0))
+        mask = torch.zeros(1, kv_len)
+        want = layers.decoder_layer(x.clone(), talker.w.layers[0], shape, rotations, cache.clone(), slot, kv_len, mask)
+        got = talker.step_layer(x.clone(), talker.w.layers[0], shape, rotations, cache.clone(), slot, kv_len, mask)
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+    for first in (2, 9, 15):
+        x = torch.randn(1, 1, predictor.w.final_norm.shape[0])
+        rows = torch.randn_like(predictor.rows[0])
+        args = (predictor.w.layers[0], predictor.w.shape, predictor.rotations[0][first : first + 1])
+        want = layers.decoder_layer_fixed_slots(x.clone(), *args, rows.clone(), first, None)
+        got = predictor.step_layer(x.clone(), *args, rows.clone(), first, None)
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+
+    vocab = talker.w.codec_embedding.shape[0]
+    for engine in (eager, compiled):
+        engine.talker.processor.reset(2)
+    for i in range(10):
+        logits = 3.0 * torch.randn(vocab)
+        n_generated = torch.tensor([i + 1])
+        torch.manual_seed(i)
+        want = eager.talker.sample(logits, n_generated, seeded)
+        torch.manual_seed(i)
+        assert torch.equal(compiled.talker.sample(logits, n_generated, seeded), want)
