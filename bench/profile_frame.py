@@ -7,8 +7,10 @@ Usage (repo root and qwen-tts 0.1.1 on PYTHONPATH, as bench_qwen3.py):
 Writes ``DIR/profile-<size>.txt``: (1) the kernels of the frames of one graphed generation from the torch
 profiler's trace (count, mean and total µs per frame by kernel name; kernel time summed vs the wall span, the rest
 being gaps between kernels), the same for the eager path; (2) micro-timings, each op captured 200 times in one CUDA
-graph: a 1024-element add (the floor per kernel), the step's matmul shapes with cuBLAS and cuBLASLt, RMSNorm, and
-single-token attention as SDPA (each backend) or as matmul + softmax + matmul.
+graph: a 1024-element add (the floor per kernel), the talker's matmul shapes as ``matvec_variants.variants`` writes
+them (that script covers all shapes, cuBLASLt and top-k; the profiles in results/2026-12-01-h200 come from an
+earlier version that timed four call forms with cuBLAS and cuBLASLt here), RMSNorm, and single-token attention as
+SDPA (each backend) or as matmul + softmax + matmul.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_qwen3 import sampling_params  # noqa: E402
 from common import LANGUAGE, SPEAKER, TEXT, graph_us, setup_logging  # noqa: E402
+from matvec_variants import variants  # noqa: E402
 
 PROFILED_FRAMES = 40
 
@@ -60,30 +63,14 @@ def kernel_table(run: Callable[[], None], frames: int) -> list[str]:
     return lines
 
 
-def micro_timings(hidden: int, inter: int, bandwidth: float) -> list[str]:
+def micro_timings(hidden: int, inter: int) -> list[str]:
     dev, bf16 = torch.device("cuda"), torch.bfloat16
     lines = []
     small = torch.zeros(1024, device=dev)
     lines.append(f"floor: add_ on 1024 fp32: {graph_us(lambda: small.add_(1.0)):.2f} µs")
-    shapes = {"pred qkv": (1024, 4096), "pred o": (2048, 1024), "pred gate_up": (1024, 6144),
-              "pred down": (3072, 1024), "pred head": (1024, 2048), "talker qkv": (hidden, 4096),
-              "talker o": (2048, hidden), "talker gate_up": (hidden, 2 * inter), "talker down": (inter, hidden),
-              "talker head": (hidden, 3072)}
-    for lib in ("cublas", "cublaslt"):
-        torch.backends.cuda.preferred_blas_library(lib)
-        for name, (k, n) in shapes.items():
-            w = torch.randn(n, k, device=dev, dtype=bf16)
-            x = torch.randn(1, k, device=dev, dtype=bf16)
-            out = torch.empty(1, n, device=dev, dtype=bf16)
-            res = torch.zeros(1, n, device=dev, dtype=bf16)
-            floor = 2 * n * k / bandwidth * 1e6
-            t_lin = graph_us(lambda: F.linear(x, w))
-            t_mm = graph_us(lambda: torch.mm(x, w.t(), out=out))
-            t_mv = graph_us(lambda: torch.mv(w, x[0]))
-            t_add = graph_us(lambda: res.addmm_(x, w.t()))
-            lines.append(f"{lib:8} {name:15} [{k}->{n}] linear {t_lin:6.2f}  mm(out) {t_mm:6.2f}  mv {t_mv:6.2f}  "
-                         f"addmm_ {t_add:6.2f}  bytes floor {floor:5.2f} µs")
-    torch.backends.cuda.preferred_blas_library("default")
+    shapes = {"talker qkv": (hidden, 4096), "talker o_proj": (2048, hidden), "talker gate_up": (hidden, 2 * inter),
+              "talker down": (inter, hidden)}  # the predictor's are the 0.6B talker's
+    lines += [variants(name, k, n) for name, (k, n) in shapes.items()]  # cuBLAS, default settings
     for n in (1024, 2048, 3072):
         x = torch.randn(1, n, device=dev, dtype=bf16)
         wn = torch.ones(n, device=dev, dtype=bf16)
@@ -128,7 +115,6 @@ def main() -> None:
     parser.add_argument("--ckpt", required=True, type=Path)
     parser.add_argument("--size", required=True)
     parser.add_argument("--out", required=True, type=Path)
-    parser.add_argument("--bandwidth", type=float, default=4.2e12, help="bytes/s, for the matmul floors")
     args = parser.parse_args()
     setup_logging()
     from s2s.qwen3_tts import Qwen3TTS, SamplingParams
@@ -152,7 +138,7 @@ def main() -> None:
     hidden = talker.codec_embedding.shape[1]
     inter = talker.layers[0].down.shape[1]
     lines += ["", "## micro-timings (one CUDA graph of 200 calls; µs per call)"]
-    lines += micro_timings(hidden, inter, args.bandwidth)
+    lines += micro_timings(hidden, inter)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / f"profile-{args.size}.txt").write_text("\n".join(lines) + "\n")
     sys.stdout.write("\n".join(lines) + "\n")
