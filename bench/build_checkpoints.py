@@ -1,7 +1,7 @@
 """Build the synthetic full-size CustomVoice checkpoints the benchmark runs on (random weights, exact architecture).
 
 Usage: python bench/build_checkpoints.py --root /tmp/ckpts [--sizes 0.6b 1.7b]
-Writes ROOT/<size>-custom_voice/ with ``s2s.qwen3_tts.checkpoint.build_checkpoint`` (seed 0) and skips a
+Writes ROOT/<size>-custom_voice/ with ``s2s.checkpoint_builder.build_checkpoint`` (seed 0) and skips a
 checkpoint that is already there, so one machine builds each once.
 """
 
@@ -26,7 +26,7 @@ def main() -> None:
     parser.add_argument("--sizes", nargs="+", default=["0.6b", "1.7b"], choices=["0.6b", "1.7b"])
     args = parser.parse_args()
     setup_logging()
-    from s2s.qwen3_tts.checkpoint import build_checkpoint
+    from s2s.checkpoint_builder.build import build_checkpoint
 
     for size in args.sizes:
         out = checkpoint_dir(args.root, size)

@@ -30,9 +30,9 @@ import torch
 import torch.nn.functional as F
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from s2s.qwen3_tts.checkpoint import build_main_model, main_config
+from s2s.checkpoint_builder.build import build_main_model, main_config
 from s2s.qwen3_tts.predictor import CodePredictor
-from s2s.qwen3_tts.sampling import SamplingParams
+from s2s.qwen3_tts.options import SamplingParams
 from s2s.qwen3_tts.talker import Talker
 from s2s.qwen3_tts.weights import take_weights
 

@@ -1,7 +1,7 @@
 """Sources: the first stage, feeding the pipeline from the microphone, WAV files, or a typed prompt.
 
     MicSource   sounddevice capture at the device's rate, resampled to 16 kHz AudioFrames (runs until stopped)
-    FileSource  a WAV file, or a folder of WAVs (one turn each, sorted by name), as 16 kHz AudioFrames
+    FileSource  an audio file, or a folder of them (sorted by name), decoded in blocks into 16 kHz AudioFrames
     TextSource  ``--text``: opens a turn and emits its Transcript directly (no VAD/STT)
 
 Half-duplex: while a turn is open (``not turns.listening``) the file source waits before feeding more audio, so
@@ -12,25 +12,27 @@ those frames. File and text sources end with EndOfStream; the microphone runs un
 from __future__ import annotations
 
 import logging
-import queue
-import threading
 import time
+from collections.abc import Iterable, Iterator
+from contextlib import closing
+from itertools import chain
 from pathlib import Path
 
 import numpy as np
+import soundfile as sf
 
-from handlers.audio_devices import AudioDeviceError, find_device, import_sounddevice
-from s2s.audio import StreamResampler, check_audio_file, read_wav, resample, to_mono
+from s2s.audio import SPEECH_RATE, StreamResampler, audio_info, check_audio_file, read_blocks, to_mono
+from s2s.audio_devices import AudioDeviceError, find_device, import_sounddevice
 from s2s.config import AudioInConfig
-from s2s.handler import Handler
+from s2s.handler import Handler, Wiring
 from s2s.messages import AudioFrame, EndOfStream, Transcript
-from s2s.turns import Turns
 
 log = logging.getLogger(__name__)
 
-SAMPLE_RATE = 16000
-"""Rate of every AudioFrame (Hz): what Silero VAD and Whisper take."""
-AUDIO_SUFFIXES = (".wav", ".flac", ".ogg")
+AUDIO_SUFFIXES = tuple(sorted({f".{fmt.lower()}" for fmt in sf.available_formats() if fmt != "RAW"}
+                              | {".aif", ".oga", ".opus", ".snd", ".sph"}))
+"""Files of an --input folder taken as audio, by name: every format soundfile reads here (MP3 where libsndfile
+has it), by its usual extensions. Other files are listed as skipped; a single --input file may have any name."""
 TRAILING_SILENCE_S = 1.0
 """Silence fed after each input file so the VAD closes an utterance that runs to the end of the file."""
 
@@ -38,11 +40,8 @@ TRAILING_SILENCE_S = 1.0
 class Source(Handler):
     """A handler with no input queue: ``produce()`` emits items until the input ends or a stop is requested."""
 
-    def __init__(self, turns: Turns, out_queue: queue.Queue, stop_event: threading.Event, poll_s: float) -> None:
-        super().__init__(None, out_queue, stop_event, poll_s)
-        self.turns = turns
-        self.stream_time = 0.0
-        """Seconds of audio emitted so far (the next frame's ``stream_time``)."""
+    stream_time = 0.0
+    """Seconds of audio emitted so far (the next frame's ``stream_time``)."""
 
     def produce(self) -> None:
         raise NotImplementedError
@@ -64,52 +63,46 @@ class Source(Handler):
 
 
 class FileSource(Source):
-    """Feeds a WAV file, or every audio file of a folder in name order, as 16 kHz frames of ``audio_in.block_ms``.
+    """Feeds an audio file, or every audio file of a folder in name order, as 16 kHz frames of ``audio_in.block_ms``.
 
-    Frames are handed over as fast as the VAD takes them (one frame ahead at most, so the half-duplex gate closes
-    within a frame of the end of an utterance), or at real-time speed with ``audio_in.realtime_file``.
-    Stereo is downmixed and other rates are resampled, with an INFO log.
+    Every header is checked when the source is built, before any model loads (``checked_inputs``: a damaged rate
+    or a file longer than ``audio_in.max_file_s`` is refused; in a folder it is skipped and listed). Files are
+    decoded, downmixed and resampled a block at a time as the frames go out, so memory stays bounded whatever
+    their length. Frames are handed over as fast as the VAD takes them (one frame ahead at most, so the half-duplex
+    gate closes within a frame of the end of an utterance), or at real-time speed with ``audio_in.realtime_file``.
     """
 
     name = "file-in"
 
-    def __init__(
-        self,
-        cfg: AudioInConfig,
-        turns: Turns,
-        in_queue: None,
-        out_queue: queue.Queue,
-        stop_event: threading.Event,
-        poll_s: float = 0.1,
-        path: str | Path = "",
-    ) -> None:
-        super().__init__(turns, out_queue, stop_event, poll_s)
-        self.cfg = cfg
-        self.files = [check_audio_file(file) for file in input_files(path)]  # bad input fails before models load
-        self.frame_len = SAMPLE_RATE * cfg.block_ms // 1000
+    def __init__(self, wiring: Wiring, cfg: AudioInConfig, path: str | Path) -> None:
+        super().__init__(wiring, cfg)
+        self.max_file_s = cfg.max_file_s
+        self.files = checked_inputs(path, self.max_file_s)  # bad input fails before models load
+        self.frame_len = SPEECH_RATE * cfg.block_ms // 1000
 
     def produce(self) -> None:
         for path in self.files:
-            if not self.feed(load_input(path)):
-                return
+            with closing(speech_blocks(path, self.max_file_s)) as blocks:
+                if not self.feed(blocks):
+                    return
 
-    def feed(self, audio: np.ndarray) -> bool:
-        """Emit ``audio`` (16 kHz mono) and the trailing silence frame by frame; False if stopped."""
-        audio = np.concatenate([audio, np.zeros(int(TRAILING_SILENCE_S * SAMPLE_RATE), dtype=np.float32)])
+    def feed(self, blocks: Iterable[np.ndarray]) -> bool:
+        """Emit 16 kHz mono audio, given in blocks of any length, and the trailing silence frame by frame; False
+        if stopped. Blocks are taken as the frames go out, so a long file is never held whole."""
+        silence = np.zeros(int(TRAILING_SILENCE_S * SPEECH_RATE), dtype=np.float32)
         t_start = time.monotonic() - self.stream_time
-        for start in range(0, len(audio), self.frame_len):
-            frame = audio[start:start + self.frame_len]
+        for frame in frames(chain(blocks, [silence]), self.frame_len):
             if not self.turns.listening:
                 if not self.wait_listening():
                     return False
                 t_start = time.monotonic() - self.stream_time  # real-time pacing restarts after a reply
             if self.cfg.realtime_file:
-                self.stop_event.wait(max(0.0, t_start + self.stream_time + len(frame) / SAMPLE_RATE - time.monotonic()))
+                self.stop_event.wait(max(0.0, t_start + self.stream_time + len(frame) / SPEECH_RATE - time.monotonic()))
             elif not self._wait_drained():
                 return False
-            if not self.put(AudioFrame(frame, SAMPLE_RATE, time.monotonic(), self.stream_time)):
+            if not self.put(AudioFrame(frame, SPEECH_RATE, time.monotonic(), self.stream_time)):
                 return False
-            self.stream_time += len(frame) / SAMPLE_RATE
+            self.stream_time += len(frame) / SPEECH_RATE
         return True
 
     def _wait_drained(self) -> bool:
@@ -125,20 +118,10 @@ class MicSource(Source):
     and emits 16 kHz AudioFrames of ``audio_in.block_ms``."""
 
     name = "mic"
-
-    def __init__(
-        self,
-        cfg: AudioInConfig,
-        turns: Turns,
-        in_queue: None,
-        out_queue: queue.Queue,
-        stop_event: threading.Event,
-        poll_s: float = 0.1,
-    ) -> None:
-        super().__init__(turns, out_queue, stop_event, poll_s)
-        self.cfg = cfg
-        self.stream = None
-        self.rate = 0
+    cfg: AudioInConfig
+    stream = None
+    rate = 0
+    """The capture rate (Hz), known once ``setup`` opened the device."""
 
     def setup(self) -> None:
         sd = import_sounddevice()
@@ -160,7 +143,7 @@ class MicSource(Source):
         log.info("microphone: %s at %d Hz", device["name"], self.rate)
 
     def produce(self) -> None:
-        resampler = StreamResampler(self.rate, SAMPLE_RATE)
+        resampler = StreamResampler(self.rate, SPEECH_RATE)
         block = self.rate * self.cfg.block_ms // 1000
         self.stream.start()
         while not self.stop_event.is_set():
@@ -170,9 +153,9 @@ class MicSource(Source):
             if overflowed:
                 log.warning("microphone overflow: audio was lost (the VAD is not keeping up)")
             frame = resampler(samples[:, 0])  # [~block * 16000 / rate]
-            if frame.size and not self.put(AudioFrame(frame, SAMPLE_RATE, t_captured, self.stream_time)):
+            if frame.size and not self.put(AudioFrame(frame, SPEECH_RATE, t_captured, self.stream_time)):
                 return
-            self.stream_time += frame.size / SAMPLE_RATE
+            self.stream_time += frame.size / SPEECH_RATE
 
     def cleanup(self) -> None:
         if self.stream is not None:
@@ -185,16 +168,8 @@ class TextSource(Source):
 
     name = "text-in"
 
-    def __init__(
-        self,
-        text: str,
-        turns: Turns,
-        in_queue: None,
-        out_queue: queue.Queue,
-        stop_event: threading.Event,
-        poll_s: float = 0.1,
-    ) -> None:
-        super().__init__(turns, out_queue, stop_event, poll_s)
+    def __init__(self, wiring: Wiring, cfg: AudioInConfig, text: str) -> None:
+        super().__init__(wiring, cfg)
         self.text = text.strip()
         if not self.text:
             raise ValueError('--text is empty; give the words to send to the assistant, e.g. --text "What time is it?"')
@@ -207,26 +182,88 @@ class TextSource(Source):
 
 
 def input_files(path: str | Path) -> list[Path]:
-    """The audio file itself, or a folder's audio files sorted by name; ValueError with the fix otherwise."""
+    """The audio file itself, or a folder's audio files by name (``AUDIO_SUFFIXES``), sorted; hidden files (macOS
+    AppleDouble ``._x.wav`` among them) are ignored. ValueError with the fix otherwise."""
     path = Path(path)
     if path.is_dir():
-        files = sorted(p for p in path.iterdir() if p.suffix.lower() in AUDIO_SUFFIXES and p.is_file())
+        files = [p for p in visible_files(path) if p.suffix.lower() in AUDIO_SUFFIXES]
         if not files:
-            raise ValueError(f"--input folder {path} holds no {'/'.join(AUDIO_SUFFIXES)} files")
+            raise ValueError(f"--input folder {path} holds no audio files (.wav, .flac, .ogg, .mp3, ...); "
+                             "give a WAV file or a folder of WAV files")
         return files
     if not path.is_file():
         raise ValueError(f"--input {path} does not exist; give a WAV file or a folder of WAV files")
     return [path]
 
 
-def load_input(path: Path) -> np.ndarray:
-    """A file's audio as 16 kHz mono float32 (downmixed / resampled with an INFO log)."""
-    samples, rate = read_wav(path)
-    if samples.ndim == 2 and samples.shape[1] > 1:
-        log.info("%s has %d channels; mixing them down to mono", path, samples.shape[1])
-    samples = to_mono(samples)  # [n]
-    if rate != SAMPLE_RATE:
-        log.info("%s is at %d Hz; resampling to %d Hz", path, rate, SAMPLE_RATE)
-        samples = resample(samples, rate, SAMPLE_RATE)
-    log.info("input %s: %.1f s", path, len(samples) / SAMPLE_RATE)
-    return samples
+def visible_files(folder: Path) -> list[Path]:
+    """A folder's files, sorted by name, without hidden ones (names starting with a dot)."""
+    return sorted(p for p in folder.iterdir() if not p.name.startswith(".") and p.is_file())
+
+
+def checked_inputs(path: str | Path, max_s: float | None = None) -> list[Path]:
+    """``input_files`` whose headers ``audio_info`` accepts. A single file it refuses is the error; a folder's
+    refused and non-audio files are skipped and listed in one INFO line (ValueError if none is left)."""
+    files = input_files(path)
+    if not Path(path).is_dir():
+        return [check_audio_file(files[0], max_s)]
+    kept, skipped = [], [f"{p.name}: not an audio file name" for p in visible_files(Path(path)) if p not in files]
+    for file in files:
+        try:
+            kept.append(check_audio_file(file, max_s))
+        except (ValueError, FileNotFoundError) as exc:
+            skipped.append(str(exc))
+    if not kept:
+        raise ValueError(f"--input folder {path} holds no usable audio file: {_listed(skipped)}")
+    if skipped:
+        log.info("--input %s: skipped %d of %d files: %s", path, len(skipped), len(skipped) + len(kept),
+                 _listed(skipped))
+    return kept
+
+
+def _listed(items: list[str], limit: int = 10) -> str:
+    shown = " | ".join(items[:limit])
+    return shown if len(items) <= limit else f"{shown} | and {len(items) - limit} more"
+
+
+def speech_blocks(path: Path, max_s: float | None = None) -> Iterator[np.ndarray]:
+    """A file's audio as 16 kHz mono float32 blocks, decoded, downmixed and resampled one block at a time (memory
+    stays bounded whatever the length; downmixing and resampling are logged at INFO). The header is checked first
+    (``audio_info``: ValueError naming the file); a file that stops decoding part-way ends there, with a warning."""
+    info = audio_info(path, max_s)
+    if info.channels > 1:
+        log.info("%s has %d channels; mixing them down to mono", path, info.channels)
+    if info.samplerate != SPEECH_RATE:
+        log.info("%s is at %d Hz; resampling to %d Hz", path, info.samplerate, SPEECH_RATE)
+    log.info("input %s: %.1f s", path, info.frames / info.samplerate)
+    resampler = StreamResampler(info.samplerate, SPEECH_RATE)
+    lead_in = resampler.delay  # output samples before the file's first sample: dropped
+    try:
+        for block in read_blocks(path, info.channels):  # [n, channels]
+            speech = resampler(to_mono(block))  # [~n * 16000 / rate]
+            speech, lead_in = speech[lead_in:], max(0, lead_in - len(speech))
+            if speech.size:
+                yield speech
+    except ValueError as exc:
+        log.warning("decoding stopped part-way: %s; going on with the audio read so far", exc)
+    tail = resampler.flush()[lead_in:]
+    if tail.size:
+        yield tail
+
+
+def load_input(path: Path, max_s: float | None = None) -> np.ndarray:
+    """A whole file as 16 kHz mono float32 (``speech_blocks`` joined: for short files)."""
+    return np.concatenate([np.zeros(0, dtype=np.float32), *speech_blocks(path, max_s)])
+
+
+def frames(blocks: Iterable[np.ndarray], frame_len: int) -> Iterator[np.ndarray]:
+    """Blocks of any length -> frames of ``frame_len`` samples (only the last one may be shorter)."""
+    held = np.zeros(0, dtype=np.float32)
+    for block in blocks:
+        held = np.concatenate([held, block])
+        whole = len(held) // frame_len * frame_len
+        for start in range(0, whole, frame_len):
+            yield held[start:start + frame_len]
+        held = held[whole:]
+    if held.size:
+        yield held

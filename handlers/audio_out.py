@@ -8,43 +8,34 @@ its own writing fails: that is what lets the microphone listen again.
 from __future__ import annotations
 
 import logging
-import queue
-import threading
 from pathlib import Path
 
 import numpy as np
 import soundfile as sf
 
-from handlers.audio_devices import AudioDeviceError, find_device, import_sounddevice
-from s2s.audio import StreamResampler
+from s2s.atomic_file import check_writable, commit, staging_path
+from s2s.audio import StreamResampler, output_format
+from s2s.audio_devices import AudioDeviceError, find_device, import_sounddevice
 from s2s.config import AudioOutConfig
-from s2s.handler import Handler
+from s2s.handler import Handler, Wiring
 from s2s.messages import AudioChunk, TurnEnd, TurnFailed, turn_of
-from s2s.turns import Turns
 
 log = logging.getLogger(__name__)
 
 TURN_GAP_S = 0.5
 """Silence written to a reply WAV between two turns' replies."""
+SFC_SET_UPDATE_HEADER_AUTO = 0x1061
+"""libsndfile command (sndfile.h): rewrite the file's header after every write."""
 
 
 class Sink(Handler):
-    """Turn bookkeeping shared by the sinks; subclasses write audio at ``self.rate``."""
+    """Turn bookkeeping shared by the sinks; subclasses write audio at ``self.rate``. The one place where reply
+    audio is resampled: a chunk at another rate than ``self.rate`` goes through a per-turn stream resampler."""
 
-    def __init__(
-        self,
-        cfg: AudioOutConfig,
-        turns: Turns,
-        in_queue: queue.Queue,
-        out_queue: queue.Queue | None,
-        stop_event: threading.Event,
-        poll_s: float = 0.1,
-    ) -> None:
-        super().__init__(in_queue, out_queue, stop_event, poll_s)
-        self.cfg = cfg
-        self.turns = turns
+    def __init__(self, wiring: Wiring, cfg: AudioOutConfig) -> None:
+        super().__init__(wiring, cfg)
         self.rate = cfg.sample_rate
-        """Rate (Hz) the sink writes at; chunks at another rate are resampled to it."""
+        """Rate (Hz) the sink writes at (0 until known: the WAV sink then takes the first chunk's rate)."""
         self._resamplers: dict[int, StreamResampler] = {}
         self._started: set[int] = set()
         """Turns whose first audio has gone out."""
@@ -62,10 +53,13 @@ class Sink(Handler):
 
     # ---- the turn protocol ---------------------------------------------------------------------------
     def process(self, item: object):
-        if isinstance(item, AudioChunk):
-            if self.turns.is_open(item.turn_id):
-                self._play(item)
-        elif isinstance(item, TurnEnd):
+        if not isinstance(item, AudioChunk):
+            raise TypeError(f"the sink takes AudioChunk items, not {type(item).__name__}")
+        self._play(item)
+        yield from ()
+
+    def control(self, item: object):
+        if isinstance(item, TurnEnd):
             try:
                 self._flush_resampler(item.turn_id)
                 self.finish_turn(item.turn_id)
@@ -89,6 +83,8 @@ class Sink(Handler):
 
     def _play(self, chunk: AudioChunk) -> None:
         samples = np.asarray(chunk.samples, dtype=np.float32).reshape(-1)  # [n]
+        if not self.rate:
+            self.rate = chunk.sample_rate
         if chunk.sample_rate != self.rate:
             if chunk.turn_id not in self._resamplers:
                 self._resamplers[chunk.turn_id] = StreamResampler(chunk.sample_rate, self.rate)
@@ -115,36 +111,40 @@ class Sink(Handler):
 
 
 class WavSink(Sink):
-    """Writes all reply audio of the run to one WAV (16-bit, mono, ``audio_out.sample_rate``), the replies of
-    successive turns separated by ``TURN_GAP_S`` of silence. The file is written as the audio arrives."""
+    """Writes all reply audio of the run to one file (16-bit mono WAV; FLAC etc. by the extension), the replies of
+    successive turns separated by ``TURN_GAP_S`` of silence, at ``audio_out.sample_rate`` or (0) at the rate of
+    the first reply audio.
+
+    The output appears whole or not at all (s2s.atomic_file): the audio is written as it arrives to a hidden
+    staging file beside the target (``.reply.wav.<pid>.partial``, its header rewritten on every write so it is a
+    valid WAV at any moment), renamed over the target by ``cleanup`` when the run ends, also after a stop
+    (SIGTERM, Ctrl-C): what was produced is kept. Before that the target is not touched: a run that fails to start
+    or is killed (SIGKILL, a crash) leaves the previous file as it was, plus at worst the staging file. A run that
+    produced no reply audio writes nothing and leaves any previous file as it was (logged; ``written`` is None).
+    A path that can never be written (a folder, /proc/x.wav, no or an unknown extension) is refused when the sink
+    is built, before any model loads."""
 
     name = "wav-out"
 
-    def __init__(
-        self,
-        cfg: AudioOutConfig,
-        turns: Turns,
-        in_queue: queue.Queue,
-        out_queue: queue.Queue | None,
-        stop_event: threading.Event,
-        poll_s: float = 0.1,
-        path: str | Path = "reply.wav",
-    ) -> None:
-        super().__init__(cfg, turns, in_queue, out_queue, stop_event, poll_s)
+    def __init__(self, wiring: Wiring, cfg: AudioOutConfig, path: str | Path) -> None:
+        super().__init__(wiring, cfg)
         self.path = Path(path)
+        check_writable(self.path, "--output")
+        try:
+            self.format, self.subtype = output_format(self.path)
+        except ValueError as exc:
+            raise ValueError(f"--output {exc}") from None
+        self.staging = staging_path(self.path)
+        self.written: Path | None = None
+        """The file the reply audio was committed to, once ``cleanup`` has renamed it into place."""
         self.frames_written = 0
         self.turns_written = 0
         self._file: sf.SoundFile | None = None
         self._last_turn: int | None = None
 
-    def setup(self) -> None:
-        if self.path.is_dir():
-            raise ValueError(f"--output {self.path} is a folder; give a .wav file name")
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._file = sf.SoundFile(str(self.path), mode="w", samplerate=self.rate, channels=1, subtype="PCM_16")
-
     def write(self, turn_id: int, samples: np.ndarray) -> None:
-        assert self._file is not None, "setup() opens the file"
+        if self._file is None:
+            self._file = self._open_staging()
         if turn_id != self._last_turn:
             if self._last_turn is not None:
                 self._file.write(np.zeros(int(TURN_GAP_S * self.rate), dtype=np.float32))
@@ -152,47 +152,60 @@ class WavSink(Sink):
             self._last_turn = turn_id
             self.turns_written += 1
         self._file.write(np.clip(samples, -1.0, 1.0))
-        self._file.flush()
         self.frames_written += len(samples)
         self.handed_out(turn_id)
 
+    def _open_staging(self) -> sf.SoundFile:
+        self.staging.parent.mkdir(parents=True, exist_ok=True)
+        file = sf.SoundFile(str(self.staging), mode="w", samplerate=self.rate, channels=1, format=self.format,
+                            subtype=self.subtype)
+        keep_header_current(file)
+        return file
+
     def cleanup(self) -> None:
-        if self._file is not None:
-            self._file.close()
-            self._file = None
-            log.info("reply audio: %s (%.1f s, %d turns)", self.path, self.frames_written / self.rate,
-                     self.turns_written)
+        if self._file is None:
+            if self.written is None:
+                log.info("no reply audio was produced; --output %s was not written", self.path)
+            return
+        self._file.close()
+        self._file = None
+        try:
+            self.written = commit(self.staging, self.path)
+        except OSError as exc:
+            log.error("could not move the reply audio into %s (%s); it is kept in %s", self.path, exc, self.staging)
+            return
+        log.info("reply audio: %s (%.1f s, %d turns)", self.path, self.frames_written / self.rate, self.turns_written)
+
+
+def keep_header_current(file: sf.SoundFile) -> None:
+    """Have libsndfile rewrite the header after every write, so a file cut short (the process killed) still reads
+    as the audio written so far. soundfile has no public call for it, hence its private handles; without them
+    (another soundfile version) only the header goes stale, the data is still written."""
+    lib, ffi, handle = getattr(sf, "_snd", None), getattr(sf, "_ffi", None), getattr(file, "_file", None)
+    if lib is None or ffi is None or handle is None or not hasattr(lib, "sf_command"):
+        log.debug("soundfile %s: cannot ask libsndfile to keep the header current", sf.__version__)
+        return
+    lib.sf_command(handle, SFC_SET_UPDATE_HEADER_AUTO, ffi.NULL, 1)
 
 
 class SpeakerSink(Sink):
     """Plays through a sounddevice output stream in blocks of exactly ``audio_out.block_size`` frames (the last
-    block of a reply is padded with zeros). The stream opens at ``audio_out.sample_rate`` or, if the device
-    refuses it, at the device's default rate (audio is then resampled to it)."""
+    block of a reply is padded with zeros). The stream opens at ``audio_out.sample_rate`` or, if that is 0 or the
+    device refuses it, at the device's default rate (audio is then resampled to it)."""
 
     name = "speaker"
 
-    def __init__(
-        self,
-        cfg: AudioOutConfig,
-        turns: Turns,
-        in_queue: queue.Queue,
-        out_queue: queue.Queue | None,
-        stop_event: threading.Event,
-        poll_s: float = 0.1,
-    ) -> None:
-        super().__init__(cfg, turns, in_queue, out_queue, stop_event, poll_s)
-        self.block_size = cfg.block_size
-        self.stream = None
-        """An open, started output stream with ``write(ndarray [block_size, 1])`` and ``latency`` (s)."""
-        self._held = np.zeros(0, dtype=np.float32)
+    stream = None
+    """An open, started output stream with ``write(ndarray [block_size, 1])`` and ``latency`` (s)."""
+    _held = np.zeros(0, dtype=np.float32)
 
     def setup(self) -> None:
         sd = import_sounddevice()
         device = find_device(self.cfg.device, "output")
-        for rate in dict.fromkeys((self.cfg.sample_rate, int(device["default_samplerate"]))):
+        for rate in dict.fromkeys(r for r in (self.cfg.sample_rate, int(device["default_samplerate"])) if r):
             try:
                 self.stream = sd.OutputStream(device=device["index"], samplerate=rate, channels=1, dtype="float32",
-                                              blocksize=self.block_size)
+                                              blocksize=self.cfg.block_size)
             except sd.PortAudioError as exc:
                 log.info("output device %r refused %d Hz (%s)", device["name"], rate, exc)
                 continue
@@ -201,29 +214,29 @@ class SpeakerSink(Sink):
         if self.stream is None:
             raise AudioDeviceError(f"cannot open output device {device['name']!r}; pick another audio_out.device")
         self.stream.start()
-        log.info("speaker: %s at %d Hz, %d-frame blocks", device["name"], self.rate, self.block_size)
+        log.info("speaker: %s at %d Hz, %d-frame blocks", device["name"], self.rate, self.cfg.block_size)
 
     def write(self, turn_id: int, samples: np.ndarray) -> None:
         self._held = np.concatenate([self._held, samples])
-        whole = len(self._held) // self.block_size * self.block_size
-        for start in range(0, whole, self.block_size):
+        whole = len(self._held) // self.cfg.block_size * self.cfg.block_size
+        for start in range(0, whole, self.cfg.block_size):
             if self.stop_event.is_set():
                 break
-            self._write_block(turn_id, self._held[start:start + self.block_size])
+            self._write_block(turn_id, self._held[start:start + self.cfg.block_size])
         self._held = self._held[whole:]
 
     def finish_turn(self, turn_id: int) -> None:
         if self._held.size:
-            self._write_block(turn_id, np.pad(self._held, (0, self.block_size - len(self._held))))
+            self._write_block(turn_id, np.pad(self._held, (0, self.cfg.block_size - len(self._held))))
             self._held = np.zeros(0, dtype=np.float32)
         # The last block has been handed over; it plays out within the stream's latency (plus one block).
-        self.stop_event.wait(float(self.stream.latency) + self.block_size / self.rate)
+        self.stop_event.wait(float(self.stream.latency) + self.cfg.block_size / self.rate)
 
     def discard_turn(self, turn_id: int) -> None:
         self._held = np.zeros(0, dtype=np.float32)
 
     def _write_block(self, turn_id: int, block: np.ndarray) -> None:
-        underflowed = self.stream.write(block.reshape(self.block_size, 1))  # [block_size, channels]
+        underflowed = self.stream.write(block.reshape(self.cfg.block_size, 1))  # [block_size, channels]
         if underflowed:
             log.debug("speaker underflow")
         self.handed_out(turn_id)

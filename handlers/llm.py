@@ -3,20 +3,23 @@
 ``ChatModel`` wraps a transformers causal LM (a model directory, a hub name, or a GGUF file that transformers
 dequantizes) and its tokenizer. ``generate_ids`` is a manual decode loop over a ``DynamicCache``: one forward
 pass per token, greedy or temperature sampling, and a ``should_stop`` check before every step, so a stop request
-or a closed turn ends generation within one step (tens of milliseconds). ``stream_text`` turns the ids into text
-deltas (a token that ends inside a UTF-8 character waits for the next one).
+or a closed turn ends generation within one step (tens of milliseconds). The prompt is fed in slices sized to take
+about ``PREFILL_SLICE_S`` each, with the same check between slices, so a long prompt can be stopped too, and the
+handler counts each slice as progress (the hang detector does not mistake a long prefill for a hang).
+``stream_text`` turns the ids into text deltas (a token that ends inside a UTF-8 character waits for the next one).
 
 ``LLMHandler`` builds the chat prompt (system prompt, the last ``max_history_turns`` exchanges, the user's words),
 cuts the streamed text into speakable chunks with ``s2s.text_chunker`` and emits each chunk as soon as it is
 complete. An exchange joins the history only once its turn has ended without an error (checked in the turn
-records when the next prompt is built), so a reply that was never heard is not remembered.
+records when the next prompt is built), so a reply that was never heard is not remembered. The prompt must leave
+``max_new_tokens`` of the model's context for the reply: the oldest exchanges are dropped until it does, and words
+that do not fit even alone fail the turn with a message saying how much shorter they must be.
 """
 
 from __future__ import annotations
 
 import logging
-import queue
-import threading
+import time
 from collections import deque
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -25,11 +28,11 @@ from typing import TYPE_CHECKING
 import torch
 
 from s2s.config import LLMConfig
+from s2s.devices import resolve_device, torch_dtype
 from s2s.handler import Handler
 from s2s.messages import TextChunk, Transcript, TurnEnd, TurnFailed
-from s2s.models import gguf_conversion_dir, llm_model
+from s2s.models import check_gguf, gguf_conversion_dir, llm_model
 from s2s.text_chunker import TextChunker
-from s2s.turns import Turns
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
@@ -39,19 +42,14 @@ log = logging.getLogger(__name__)
 Message = dict[str, str]
 """A chat message: {"role": "system" | "user" | "assistant", "content": text}."""
 
+PREFILL_SLICE_S = 0.25
+"""About how long one prompt slice may take (s): a stop request is seen, and progress reported, this often."""
+PREFILL_SLICE_TOKENS = (16, 256, 4096)
+"""(smallest, first, largest) slice in tokens; after each full slice the next is sized from the measured speed."""
 
-def resolve_device(cfg: LLMConfig) -> tuple[torch.device, torch.dtype]:
-    """(device, dtype): auto = CUDA when available (bfloat16, else float16), else CPU float32."""
-    if cfg.device == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("llm.device = 'cuda' but torch sees no CUDA device; install a CUDA build of torch "
-                           "(JetPack wheel on a Jetson, see JETSON_SETUP.md) or set llm.device = 'auto'")
-    use_cuda = cfg.device == "cuda" or (cfg.device == "auto" and torch.cuda.is_available())
-    device = torch.device("cuda" if use_cuda else "cpu")
-    if cfg.dtype != "auto":
-        return device, getattr(torch, cfg.dtype)
-    if not use_cuda:
-        return device, torch.float32
-    return device, torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+
+class PromptTooLong(ValueError):
+    """The user's words alone leave no room for the reply in the model's context."""
 
 
 def save_conversion(model, tokenizer, folder: Path) -> None:
@@ -82,6 +80,8 @@ class ChatModel:
         eos_ids = eos if isinstance(eos, list) else [eos]
         self.eos_ids = {int(i) for i in [*eos_ids, tokenizer.eos_token_id] if i is not None}
         """Any of these ends the reply (instruct models often list several, e.g. <|im_end|> and <|endoftext|>)."""
+        self.prefill_tokens = PREFILL_SLICE_TOKENS[1]
+        """Prompt tokens per forward pass, learnt from the speed of the last full slice."""
 
     @classmethod
     def load(cls, cfg: LLMConfig) -> ChatModel:
@@ -89,17 +89,30 @@ class ChatModel:
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         path, gguf_file = llm_model(cfg)
-        device, dtype = resolve_device(cfg)
+        device = resolve_device("llm", cfg.device)
+        dtype = torch_dtype(cfg.dtype, device)
         converted = gguf_conversion_dir(path, gguf_file) if gguf_file else None
         if converted is not None and (converted / "config.json").is_file():
             path, gguf_file = str(converted), None
         source = f"{path}/{gguf_file} (GGUF: dequantizing once, then cached)" if gguf_file else path
         log.info("LLM: loading %s on %s (%s)", source, device, dtype)
-        tokenizer = AutoTokenizer.from_pretrained(path, gguf_file=gguf_file)
-        model = AutoModelForCausalLM.from_pretrained(path, gguf_file=gguf_file, dtype=dtype)
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(path, gguf_file=gguf_file)
+            model = AutoModelForCausalLM.from_pretrained(path, gguf_file=gguf_file, dtype=dtype)
+        except Exception:
+            if gguf_file:
+                check_gguf(Path(path) / gguf_file)  # a truncated or corrupt file: say so, and how to get a good one
+            raise
         if gguf_file and converted is not None:
             save_conversion(model, tokenizer, converted)
         return cls(model.to(device), tokenizer, device)
+
+    @property
+    def context_tokens(self) -> int | None:
+        """Tokens the model attends to, prompt and reply together (``config.max_position_embeddings``); None if
+        the model does not say."""
+        value = getattr(getattr(self.model, "config", None), "max_position_embeddings", None)
+        return int(value) if value else None
 
     def prompt_ids(self, messages: list[Message]) -> torch.Tensor:
         """The chat template applied to ``messages``, ending with the assistant's turn: [1, T] token ids."""
@@ -122,8 +135,9 @@ class ChatModel:
         for _ in range(max_new_tokens):
             if should_stop():
                 return
-            out = self.model(input_ids=step_ids, past_key_values=cache, use_cache=True, logits_to_keep=1)
-            logits = out.logits[:, -1, :].float()  # [1, vocab]
+            logits = self.feed(step_ids, cache, should_stop)  # [1, vocab]
+            if logits is None:
+                return  # stopped between prompt slices
             if temperature > 0:
                 next_id = torch.multinomial(torch.softmax(logits / temperature, dim=-1), 1)  # [1, 1]
             else:
@@ -133,6 +147,27 @@ class ChatModel:
                 return
             yield token
             step_ids = next_id
+
+    def feed(
+        self, ids: torch.Tensor, cache: object, should_stop: Callable[[], bool] = lambda: False
+    ) -> torch.Tensor | None:
+        """Run ``ids`` [1, T] through the model into ``cache``, in slices of ``prefill_tokens`` with a
+        ``should_stop`` check between them. The float logits at the last position [1, vocab], or None if stopped."""
+        low, _, high = PREFILL_SLICE_TOKENS
+        start, total = 0, ids.shape[1]
+        while True:
+            size = min(self.prefill_tokens, total - start)
+            t0 = time.monotonic()
+            out = self.model(input_ids=ids[:, start:start + size], past_key_values=cache, use_cache=True,
+                             logits_to_keep=1)
+            start += size
+            if size == self.prefill_tokens:  # a full slice measures the speed: the next ones take PREFILL_SLICE_S
+                rate = size / max(time.monotonic() - t0, 1e-3)  # tokens/s
+                self.prefill_tokens = int(min(max(rate * PREFILL_SLICE_S, low), high))
+            if start >= total:
+                return out.logits[:, -1, :].float()  # [1, vocab]
+            if should_stop():
+                return None
 
     def stream_text(
         self,
@@ -159,66 +194,77 @@ class LLMHandler(Handler):
     """Transcript -> TextChunk (index 0, 1, ...) -> TurnEnd; marks ``llm_first_token`` and ``first_text_chunk``."""
 
     name = "llm"
-
-    def __init__(
-        self,
-        cfg: LLMConfig,
-        turns: Turns,
-        in_queue: queue.Queue | None,
-        out_queue: queue.Queue | None,
-        stop_event: threading.Event,
-        poll_s: float = 0.1,
-        chat_model: ChatModel | None = None,
-    ) -> None:
-        super().__init__(in_queue, out_queue, stop_event, poll_s)
-        self.cfg = cfg
-        self.turns = turns
-        self.chat_model = chat_model
-        """Injected for tests; loaded by ``setup`` otherwise."""
-        self.history: deque[tuple[str, str]] = deque(maxlen=cfg.max_history_turns)
-        """(user, assistant) exchanges of turns that ended without an error, oldest first."""
-        self._unconfirmed: tuple[int, str, str] | None = None
-        """(turn id, user, assistant) of the last reply, until its turn is known to have ended well."""
+    cfg: LLMConfig
+    chat_model: ChatModel | None = None
+    """Injected for tests; loaded by ``setup`` otherwise."""
+    history: deque[tuple[str, str]]
+    """(user, assistant) exchanges of turns that ended without an error, oldest first."""
+    _unconfirmed: tuple[int, str, str] | None = None
+    """(turn id, user, assistant) of the last reply, until its turn is known to have ended well."""
 
     def setup(self) -> None:
+        self.history = deque(maxlen=self.cfg.max_history_turns)
         if self.chat_model is None:
             self.chat_model = ChatModel.load(self.cfg)
         for _ in self.chat_model.stream_text(self.build_messages("Hello."), max_new_tokens=4):
             pass  # warm-up: allocator, kernels, first-call overheads
 
     def build_messages(self, user_text: str) -> list[Message]:
-        """System prompt, the remembered exchanges, and the user's words."""
+        """System prompt, the remembered exchanges (the newest that fit: see ``prompt_limit``), and the user's
+        words. Raises PromptTooLong when the words do not fit even without any history."""
         self._confirm_last_reply()
-        messages = [{"role": "system", "content": self.cfg.system_prompt}] if self.cfg.system_prompt else []
-        for user, assistant in self.history:
-            messages += [{"role": "user", "content": user}, {"role": "assistant", "content": assistant}]
-        messages.append({"role": "user", "content": user_text})
-        return messages
+        system = [{"role": "system", "content": self.cfg.system_prompt}] if self.cfg.system_prompt else []
+        exchanges = [[{"role": "user", "content": user}, {"role": "assistant", "content": assistant}]
+                     for user, assistant in self.history]
+        question = [{"role": "user", "content": user_text}]
+        limit = self.prompt_limit()
+        while True:
+            messages = system + [m for exchange in exchanges for m in exchange] + question
+            if limit is None:
+                return messages
+            length = self.chat_model.prompt_ids(messages).shape[1]
+            if length <= limit:
+                return messages
+            if not exchanges:
+                break
+            exchanges.pop(0)
+            log.info("LLM: the prompt is %d tokens, more than the %d that leave room for the reply; dropped the "
+                     "oldest exchange from the history", length, limit)
+        context = self.chat_model.context_tokens
+        raise PromptTooLong(
+            f"the text is too long for the LLM: the prompt is {length:,} tokens, but only {limit:,} fit "
+            f"({context:,} of model context less llm.max_new_tokens={self.cfg.max_new_tokens} for the reply); "
+            f"shorten it to about {max(len(user_text) * limit // length, 0):,} characters or less"
+        )
+
+    def prompt_limit(self) -> int | None:
+        """The most prompt tokens that leave ``max_new_tokens`` for the reply; None if the context is unknown."""
+        context = self.chat_model.context_tokens
+        return None if context is None else context - self.cfg.max_new_tokens
 
     def process(self, item: object) -> Iterator[object]:
-        if isinstance(item, (TurnEnd, TurnFailed)):
-            yield item
-            return
         if not isinstance(item, Transcript):
             raise TypeError(f"the LLM stage takes Transcript items, not {type(item).__name__}")
         turn_id = item.turn_id
-        if not self.turns.is_open(turn_id):
-            log.debug("LLM: turn %d is closed; transcript dropped", turn_id)
-            return
         if not item.text.strip():
             yield TurnEnd(turn_id)
             return
         assert self.chat_model is not None, "LLMHandler.setup() was not called"
 
         def should_stop() -> bool:
+            self.last_progress = time.monotonic()  # asked between forward passes (prompt slices, tokens): progress
             return self.stop_event.is_set() or not self.turns.is_open(turn_id)
 
+        try:
+            messages = self.build_messages(item.text)
+        except PromptTooLong as exc:
+            log.warning("LLM: turn %d: %s", turn_id, exc)
+            yield TurnFailed(turn_id=turn_id, stage=self.name, error=str(exc))
+            return
         chunker = TextChunker(self.cfg.min_chunk_chars)
         reply: list[str] = []
         index = 0
-        deltas = self.chat_model.stream_text(
-            self.build_messages(item.text), self.cfg.max_new_tokens, self.cfg.temperature, should_stop
-        )
+        deltas = self.chat_model.stream_text(messages, self.cfg.max_new_tokens, self.cfg.temperature, should_stop)
         for delta in deltas:
             if not reply:
                 self.turns.mark(turn_id, "llm_first_token")
@@ -237,6 +283,8 @@ class LLMHandler(Handler):
             index += 1
         answer = "".join(reply).strip()
         log.info("LLM: turn %d: %r", turn_id, answer)
+        if index == 0:
+            log.warning("LLM: turn %d: the reply has nothing speakable (%r): no audio for this turn", turn_id, answer)
         self._unconfirmed = (turn_id, item.text, answer)
         yield TurnEnd(turn_id)
 

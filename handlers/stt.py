@@ -9,41 +9,32 @@ An utterance that gives no words (silence, breathing, "[BLANK_AUDIO]", "(music)"
 from __future__ import annotations
 
 import logging
-import queue
 import re
-import threading
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 import numpy as np
 
+from s2s.audio import SPEECH_RATE
 from s2s.config import STTConfig
+from s2s.devices import resolve_device
 from s2s.handler import Handler
-from s2s.messages import SpeechSegment, Transcript, TurnEnd, TurnFailed
+from s2s.messages import SpeechSegment, Transcript, TurnEnd
 from s2s.models import whisper_model
-from s2s.turns import Turns
 
 if TYPE_CHECKING:
     from faster_whisper import WhisperModel
 
 log = logging.getLogger(__name__)
 
-SAMPLE_RATE = 16000
 _ANNOTATION = re.compile(r"\[[^\]]*\]|\([^)]*\)|\*[^*]*\*|♪[^♪]*♪")
 
 
-def resolve_device(cfg: STTConfig) -> tuple[str, str]:
-    """(device, compute_type) for CTranslate2."""
+def ctranslate2_device(cfg: STTConfig) -> tuple[str, str]:
+    """(device, compute_type) for CTranslate2 (compute type "default" = float16 on CUDA, int8 on the CPU)."""
     import ctranslate2
 
-    device = cfg.device
-    if device == "auto":
-        device = "cuda" if ctranslate2.get_cuda_device_count() > 0 else "cpu"
-    elif device == "cuda" and ctranslate2.get_cuda_device_count() == 0:
-        raise RuntimeError(
-            "stt.device = 'cuda' but this CTranslate2 build sees no CUDA device (PyPI's aarch64 wheels are CPU-only); "
-            "install a CUDA build of ctranslate2 (see JETSON_SETUP.md) or set stt.device = 'auto'"
-        )
+    device = resolve_device("stt", cfg.device, ctranslate2.get_cuda_device_count, library="CTranslate2")
     compute_type = cfg.compute_type
     if compute_type == "default":
         compute_type = "float16" if device == "cuda" else "int8"
@@ -59,30 +50,19 @@ class STTHandler(Handler):
     """SpeechSegment -> Transcript (marks ``transcript_ready``); a noise-only transcript -> TurnEnd."""
 
     name = "stt"
-
-    def __init__(
-        self,
-        cfg: STTConfig,
-        turns: Turns,
-        in_queue: queue.Queue | None,
-        out_queue: queue.Queue | None,
-        stop_event: threading.Event,
-        poll_s: float = 0.1,
-    ) -> None:
-        super().__init__(in_queue, out_queue, stop_event, poll_s)
-        self.cfg = cfg
-        self.turns = turns
-        self.model: WhisperModel | None = None
-        """Loaded by ``setup`` (tests may inject a loaded one)."""
+    cfg: STTConfig
+    model: WhisperModel | None = None
+    """Loaded by ``setup`` (tests may inject a loaded one)."""
 
     def setup(self) -> None:
-        from faster_whisper import WhisperModel
+        if self.model is None:
+            from faster_whisper import WhisperModel
 
-        model = whisper_model(self.cfg)
-        device, compute_type = resolve_device(self.cfg)
-        self.model = WhisperModel(model, device=device, compute_type=compute_type)
-        log.info("STT: faster-whisper %s on %s (%s)", model, device, compute_type)
-        self.transcribe(np.zeros(SAMPLE_RATE, dtype=np.float32))  # warm-up: 1 s of silence
+            model = whisper_model(self.cfg)
+            device, compute_type = ctranslate2_device(self.cfg)
+            self.model = WhisperModel(model, device=device, compute_type=compute_type)
+            log.info("STT: faster-whisper %s on %s (%s)", model, device, compute_type)
+        self.transcribe(np.zeros(SPEECH_RATE, dtype=np.float32))  # warm-up: 1 s of silence
 
     def transcribe(self, audio: np.ndarray) -> tuple[str, str | None]:
         """(text, language) of 16 kHz mono float32 audio; the text is "" when it holds no words."""
@@ -105,19 +85,13 @@ class STTHandler(Handler):
         return ("" if is_noise(text) else text), info.language
 
     def process(self, item: object) -> Iterator[object]:
-        if isinstance(item, (TurnEnd, TurnFailed)):
-            yield item
-            return
         if not isinstance(item, SpeechSegment):
             raise TypeError(f"the STT stage takes SpeechSegment items, not {type(item).__name__}")
-        if not self.turns.is_open(item.turn_id):
-            log.debug("STT: turn %d is closed; segment dropped", item.turn_id)
-            return
         text, language = self.transcribe(item.audio)
         self.turns.mark(item.turn_id, "transcript_ready")
         if not text:
             log.info("STT: turn %d: no words in %.1f s of audio; no reply", item.turn_id,
-                     item.audio.size / SAMPLE_RATE)
+                     item.audio.size / SPEECH_RATE)
             yield TurnEnd(item.turn_id)
             return
         log.info("STT: turn %d: %r (%s)", item.turn_id, text, language)

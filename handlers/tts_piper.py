@@ -37,6 +37,10 @@ class PiperEngine:
 
     @classmethod
     def from_config(cls, cfg: TTSConfig) -> PiperEngine:
+        for key, value in (("device", cfg.device), ("dtype", cfg.dtype)):
+            if value not in ("auto", "cpu", "float32"):
+                log.warning("tts.%s = %r is ignored: the piper backend runs in float32 on the CPU (onnxruntime)",
+                            key, value)
         return cls(piper_voice(cfg.piper_voice))
 
     def warmup(self) -> None:

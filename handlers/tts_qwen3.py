@@ -21,11 +21,12 @@ from pathlib import Path
 import numpy as np
 
 from s2s.config import TTSConfig
+from s2s.devices import resolve_device, torch_dtype
+from s2s.models import qwen3_checkpoint
+from s2s.qwen3_tts.options import SAMPLE_RATE, takes_instruct
 
 log = logging.getLogger(__name__)
 
-SAMPLE_RATE = 24000
-"""Rate of every Qwen3-TTS 12 Hz checkpoint's audio (Hz)."""
 KINDS = ("custom_voice", "voice_design", "base")
 WARMUP_TEXT = "Hello, this is a warm-up."
 WARMUP_FRAMES = 6
@@ -105,7 +106,7 @@ def _choose_speaker(cfg: TTSConfig, checkpoint: Path, speakers: list[str]) -> st
 
 
 def _instruct_for(cfg: TTSConfig, config: dict) -> str:
-    if cfg.instruct.strip() and config.get("tts_model_size") == "0b6":
+    if cfg.instruct.strip() and not takes_instruct(config.get("tts_model_size", "")):
         log.warning("tts.instruct is ignored: the 0.6B CustomVoice model does not take style instructions")
         return ""
     return cfg.instruct.strip()
@@ -123,25 +124,21 @@ def _clone_voice(cfg: TTSConfig, checkpoint: Path, language: str) -> Qwen3Voice:
                       voice_prompt=cfg.voice_prompt)
 
 
-def torch_device(cfg: TTSConfig) -> str:
-    """"cuda" or "cpu" for ``tts.device`` (auto = cuda when a GPU is visible)."""
-    import torch
+def find_checkpoint(cfg: TTSConfig) -> Path:
+    """The checkpoint ``tts.model`` names (or setup.sh downloaded); FileNotFoundError saying what to do if none."""
+    checkpoint = qwen3_checkpoint(cfg.model)
+    if checkpoint is None:
+        raise FileNotFoundError(
+            f"tts.backend = {cfg.backend!r} needs a Qwen3-TTS checkpoint and none was found; run ./setup.sh with a "
+            f"network connection to download it, set tts.model to a checkpoint directory, or use tts.backend = piper"
+        )
+    return checkpoint
 
-    if cfg.device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if cfg.device == "cuda" and not torch.cuda.is_available():
-        raise ValueError("tts.device = 'cuda' but torch sees no CUDA GPU; set tts.device = 'auto' or 'cpu' "
-                         "(or install a CUDA build of torch: ./setup.sh)")
-    return cfg.device
 
-
-def torch_dtype(cfg: TTSConfig, device: str):
-    """The torch dtype for ``tts.dtype`` (auto = bfloat16 on CUDA, float32 on the CPU)."""
-    import torch
-
-    if cfg.dtype == "auto":
-        return torch.bfloat16 if device == "cuda" else torch.float32
-    return getattr(torch, cfg.dtype)
+def engine_device(cfg: TTSConfig) -> tuple[str, object]:
+    """(device, torch dtype) for ``tts.device`` / ``tts.dtype``."""
+    device = resolve_device("tts", cfg.device)
+    return device, torch_dtype(cfg.dtype, device)
 
 
 class Qwen3Engine:
@@ -153,22 +150,21 @@ class Qwen3Engine:
     def __init__(self, cfg: TTSConfig, checkpoint: Path) -> None:
         self.cfg = cfg
         self.voice = choose_voice(cfg, checkpoint)
-        from s2s.qwen3_tts import Qwen3TTS, SamplingParams
+        from s2s.qwen3_tts import Qwen3TTS
 
-        device = torch_device(cfg)
+        device, dtype = engine_device(cfg)
         self.engine = Qwen3TTS.from_pretrained(
-            str(checkpoint), device=device, dtype=torch_dtype(cfg, device), max_seq_len=cfg.max_seq_len,
+            str(checkpoint), device=device, dtype=dtype, max_seq_len=cfg.max_seq_len,
             enforce_eager=cfg.enforce_eager, compile=cfg.compile,
         )
-        self.sampling = SamplingParams(
-            do_sample=cfg.do_sample, temperature=cfg.temperature, top_k=cfg.top_k, top_p=cfg.top_p,
-            repetition_penalty=cfg.repetition_penalty, subtalker_do_sample=cfg.do_sample,
-            subtalker_temperature=cfg.temperature, subtalker_top_k=cfg.top_k, subtalker_top_p=cfg.top_p,
-            seed=cfg.seed if cfg.seed >= 0 else None,
-        )
+        self.sampling = cfg.sampling()
         self.clone_prompt = self._load_clone_prompt() if self.voice.kind == "base" else None
         log.info("qwen3 engine: %s (%s) on %s, voice %s", checkpoint.name, self.voice.kind, device,
                  self.voice.speaker or self.voice.kind)
+
+    @classmethod
+    def from_config(cls, cfg: TTSConfig) -> Qwen3Engine:
+        return cls(cfg, find_checkpoint(cfg))
 
     def _load_clone_prompt(self):
         if self.voice.voice_prompt:

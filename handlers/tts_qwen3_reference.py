@@ -14,8 +14,9 @@ from pathlib import Path
 
 import numpy as np
 
-from handlers.tts_qwen3 import SAMPLE_RATE, WARMUP_FRAMES, WARMUP_TEXT, choose_voice, torch_device, torch_dtype
+from handlers.tts_qwen3 import WARMUP_FRAMES, WARMUP_TEXT, choose_voice, engine_device, find_checkpoint
 from s2s.config import TTSConfig
+from s2s.qwen3_tts.options import SAMPLE_RATE
 
 log = logging.getLogger(__name__)
 
@@ -32,14 +33,10 @@ class ReferenceQwen3Engine:
         if self.voice.kind == "base" and not self.voice.ref_audio:
             raise ValueError("tts.backend = 'qwen3-reference' clones from tts.ref_audio (and tts.ref_text); "
                              "tts.voice_prompt files are read by the 'qwen3' backend only")
-        import patches
+        from qwen_tts import Qwen3TTSModel  # needs patches.apply() first on a Jetson (the CLI applies them at entry)
 
-        patches.apply()  # qwen_tts imports torchaudio at import time; the shim must be in place first
-        from qwen_tts import Qwen3TTSModel
-
-        device = torch_device(cfg)
-        self.model = Qwen3TTSModel.from_pretrained(str(checkpoint), device_map=device,
-                                                   dtype=torch_dtype(cfg, device))
+        device, dtype = engine_device(cfg)
+        self.model = Qwen3TTSModel.from_pretrained(str(checkpoint), device_map=device, dtype=dtype)
         self.generate_kwargs = dict(
             do_sample=cfg.do_sample, top_k=cfg.top_k, top_p=cfg.top_p, temperature=cfg.temperature,
             repetition_penalty=cfg.repetition_penalty, subtalker_dosample=cfg.do_sample, subtalker_top_k=cfg.top_k,
@@ -52,6 +49,10 @@ class ReferenceQwen3Engine:
                 self.voice.ref_audio, ref_text=self.voice.ref_text or None, x_vector_only_mode=not self.voice.ref_text
             )
         log.info("qwen3-reference: %s (%s) on %s", checkpoint.name, self.voice.kind, device)
+
+    @classmethod
+    def from_config(cls, cfg: TTSConfig) -> ReferenceQwen3Engine:
+        return cls(cfg, find_checkpoint(cfg))
 
     def generate(self, text: str, max_new_tokens: int | None = None) -> np.ndarray:
         """The whole audio for ``text`` (float32 [samples] at 24 kHz); ``max_new_tokens`` overrides the config's."""

@@ -17,9 +17,8 @@ Two parts:
 from __future__ import annotations
 
 import logging
+import dataclasses
 import math
-import queue
-import threading
 from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -28,17 +27,15 @@ from typing import Protocol
 import numpy as np
 import torch
 
-from s2s.audio import resample
+from s2s.audio import SPEECH_RATE, resample
 from s2s.config import VADConfig
 from s2s.handler import Handler
-from s2s.messages import AudioFrame, SpeechSegment, TurnEnd, TurnFailed
-from s2s.turns import Turns
+from s2s.messages import AudioFrame, SpeechSegment
 
 log = logging.getLogger(__name__)
 
-SAMPLE_RATE = 16000
 FRAME_SAMPLES = 512
-FRAME_S = FRAME_SAMPLES / SAMPLE_RATE
+FRAME_S = FRAME_SAMPLES / SPEECH_RATE
 HYSTERESIS = 0.15
 """While speaking, a frame counts as speech down to ``threshold - HYSTERESIS`` (as Silero's own iterator does)."""
 
@@ -52,18 +49,6 @@ class SpeechModel(Protocol):
 
 
 @dataclass(frozen=True)
-class Utterance:
-    audio: np.ndarray
-    """float32 [n] at 16 kHz: pre-roll, speech, and the padding after the last voiced frame."""
-    start_s: float
-    """Stream time (s) of ``audio[0]``."""
-    end_s: float
-    """Stream time (s) of the end of the last voiced frame."""
-    t_speech_end: float
-    """Monotonic capture time of the end of the last voiced frame."""
-
-
-@dataclass(frozen=True)
 class _Frame:
     samples: np.ndarray  # [FRAME_SAMPLES] float32
     start_s: float
@@ -73,7 +58,8 @@ class _Frame:
 
 
 class UtteranceDetector:
-    """``__call__(samples, stream_time, t_captured) -> [Utterance]`` per audio block; ``flush()`` at end of input."""
+    """``__call__(samples, stream_time, t_captured) -> [SpeechSegment]`` per audio block (turn_id 0: the handler
+    opens the turn); ``flush()`` at end of input."""
 
     def __init__(self, cfg: VADConfig, model: SpeechModel) -> None:
         self.model = model
@@ -100,7 +86,7 @@ class UtteranceDetector:
     def in_speech(self) -> bool:
         return bool(self._frames)
 
-    def __call__(self, samples: np.ndarray, stream_time: float, t_captured: float) -> list[Utterance]:
+    def __call__(self, samples: np.ndarray, stream_time: float, t_captured: float) -> list[SpeechSegment]:
         """Feed a block of 16 kHz mono float32 audio whose first sample is at ``stream_time`` and whose last sample
         was captured at monotonic time ``t_captured``. Returns the utterances that ended in it."""
         if self._pending.size == 0:
@@ -113,7 +99,7 @@ class UtteranceDetector:
             frame = _Frame(
                 samples=audio[k * FRAME_SAMPLES:(k + 1) * FRAME_SAMPLES],  # [FRAME_SAMPLES]
                 start_s=self._pending_start + k * FRAME_S,
-                t_end=t_captured - samples_after / SAMPLE_RATE,
+                t_end=t_captured - samples_after / SPEECH_RATE,
             )
             utterance = self._step(frame)
             if utterance is not None:
@@ -122,13 +108,13 @@ class UtteranceDetector:
         self._pending_start += n_frames * FRAME_S
         return utterances
 
-    def flush(self) -> list[Utterance]:
+    def flush(self) -> list[SpeechSegment]:
         """End of input: the open utterance if its speech is long enough; then reset. A partial frame is dropped."""
         utterance = self._end() if self._frames else None
         self.reset()
         return [utterance] if utterance is not None else []
 
-    def _step(self, frame: _Frame) -> Utterance | None:
+    def _step(self, frame: _Frame) -> SpeechSegment | None:
         probability = self.model(frame.samples)
         if not self._frames:
             if probability >= self.threshold:
@@ -150,15 +136,15 @@ class UtteranceDetector:
             return self._end()
         return None
 
-    def _end(self) -> Utterance | None:
-        """Close the open utterance: the Utterance, or None if its speech was too short. Frames after the
+    def _end(self) -> SpeechSegment | None:
+        """Close the open utterance: the SpeechSegment, or None if its speech was too short. Frames after the
         post-speech padding become the next pre-roll; the model state is reset."""
         keep = self._frames[:self._last_voiced + 1 + self.pad_frames]
         first, last = self._frames[self._first_voiced], self._frames[self._last_voiced]
         voiced_s = last.start_s + FRAME_S - first.start_s
         utterance = None
         if voiced_s >= self.min_speech_s:
-            utterance = Utterance(
+            utterance = SpeechSegment(
                 audio=np.concatenate([f.samples for f in keep]),  # [len(keep) * FRAME_SAMPLES]
                 start_s=keep[0].start_s,
                 end_s=last.start_s + FRAME_S,
@@ -185,7 +171,7 @@ class SileroSpeechModel:
 
     def __call__(self, frame: np.ndarray) -> float:
         with torch.inference_mode():  # the TorchScript model otherwise builds an autograd graph on every call
-            return float(self._model(torch.from_numpy(frame), SAMPLE_RATE))  # [1, 1] -> float
+            return float(self._model(torch.from_numpy(frame), SPEECH_RATE))  # [1, 1] -> float
 
     def reset(self) -> None:
         self._model.reset_states()
@@ -195,25 +181,12 @@ class VADHandler(Handler):
     """AudioFrame -> SpeechSegment; each segment opens a turn (``turns.begin``)."""
 
     name = "vad"
-
-    def __init__(
-        self,
-        cfg: VADConfig,
-        turns: Turns,
-        in_queue: queue.Queue | None,
-        out_queue: queue.Queue | None,
-        stop_event: threading.Event,
-        poll_s: float = 0.1,
-        model: SpeechModel | None = None,
-    ) -> None:
-        super().__init__(in_queue, out_queue, stop_event, poll_s)
-        self.cfg = cfg
-        self.turns = turns
-        self.model = model
-        """Injected for tests; Silero is loaded by ``setup`` otherwise."""
-        self.detector: UtteranceDetector | None = None
-        self._muted = False
-        self._warned_rate = False
+    cfg: VADConfig
+    model: SpeechModel | None = None
+    """Injected for tests; Silero is loaded by ``setup`` otherwise."""
+    detector: UtteranceDetector | None = None
+    _muted = False
+    _warned_rate = False
 
     def setup(self) -> None:
         if self.model is None:
@@ -225,9 +198,6 @@ class VADHandler(Handler):
         self.detector = UtteranceDetector(self.cfg, self.model)
 
     def process(self, item: object) -> Iterator[object]:
-        if isinstance(item, (TurnEnd, TurnFailed)):
-            yield item
-            return
         if not isinstance(item, AudioFrame):
             raise TypeError(f"the VAD stage takes AudioFrame items, not {type(item).__name__}")
         assert self.detector is not None, "VADHandler.setup() was not called"
@@ -252,22 +222,16 @@ class VADHandler(Handler):
             yield self._open_turn(utterance)
 
     def _samples_16k(self, frame: AudioFrame) -> np.ndarray:
-        if frame.sample_rate == SAMPLE_RATE:
+        if frame.sample_rate == SPEECH_RATE:
             return frame.samples
         if not self._warned_rate:
             self._warned_rate = True
             log.warning("VAD: got %d Hz audio; resampling each block to 16 kHz (the source should do it once)",
                         frame.sample_rate)
-        return resample(frame.samples, frame.sample_rate, SAMPLE_RATE)
+        return resample(frame.samples, frame.sample_rate, SPEECH_RATE)
 
-    def _open_turn(self, utterance: Utterance) -> SpeechSegment:
+    def _open_turn(self, utterance: SpeechSegment) -> SpeechSegment:
         turn_id = self.turns.new_id()
         self.turns.begin(turn_id, utterance.t_speech_end)
         log.info("VAD: utterance %.2f-%.2f s -> turn %d", utterance.start_s, utterance.end_s, turn_id)
-        return SpeechSegment(
-            turn_id=turn_id,
-            audio=utterance.audio,
-            start_s=utterance.start_s,
-            end_s=utterance.end_s,
-            t_speech_end=utterance.t_speech_end,
-        )
+        return dataclasses.replace(utterance, turn_id=turn_id)

@@ -14,34 +14,24 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import platform
-import signal
 import sys
 import threading
-import time
 from importlib import metadata
-from pathlib import Path
 
 import patches
-from s2s import __version__
+from s2s import __version__, registry
 from s2s.config import Config, load_config
+from s2s.run import UsageError, run
 
 log = logging.getLogger("s2s")
 
 OPTIONAL_COMMANDS = {
     "service": ("s2s.service", "install, remove or inspect the systemd service"),
-    "build-checkpoint": ("s2s.qwen3_tts.checkpoint", "write a random-weight Qwen3-TTS checkpoint (tests, benchmarks)"),
+    "build-checkpoint": ("s2s.checkpoint_builder", "write a random-weight Qwen3-TTS checkpoint (tests, benchmarks)"),
 }
 """Subcommand -> (module with add_parser(subparsers) and main(args), help). Imported only when used."""
-
-HEALTH_CHECK_S = 1.0
-STOP_POLL_S = 0.05
-"""How often the main thread looks for Ctrl-C / SIGTERM and the end of the input (s)."""
-
-
-class UsageError(Exception):
-    """Bad command-line arguments (exit status 2)."""
-
 
 def _global_options(suppress: bool) -> argparse.ArgumentParser:
     """--config / --set / -v, accepted before and after the subcommand."""
@@ -105,12 +95,13 @@ def main(argv: list[str] | None = None) -> int:
     _setup_logging(args.verbose)
     try:
         config = load_config(args.config or [], args.overrides or [])
+        if args.command == "check":
+            return check(config)  # reports the patches, a refusal included
+        patches.apply()  # the program's entry: before any stage imports its libraries
         if args.command == "run":
             return run(config, args)
         if args.command == "say":
             return say(config, args.text, args.output)
-        if args.command == "check":
-            return check(config)
         return importlib.import_module(OPTIONAL_COMMANDS[args.command][0]).main(args)
     except (ValueError, UsageError) as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -120,122 +111,16 @@ def main(argv: list[str] | None = None) -> int:
         return 1
 
 
-# ---- s2s run ---------------------------------------------------------------------------------------------------
-def run(config: Config, args: argparse.Namespace) -> int:
-    """Build, start and supervise the pipeline until the input ends or Ctrl-C / SIGTERM (under systemd: READY
-    once every stage is warm, watchdog pings while every stage progresses; see s2s.supervisor)."""
-    from handlers.audio_devices import AudioDeviceError
-    from s2s.pipeline import Pipeline, StageSetupError
-    from s2s.supervisor import loading, supervised
-
-    patches.apply()  # before the stages import their libraries (Pipeline.setup() would apply them too)
-    latency_log = _latency_log_path(config, args.output)
-    pipeline = Pipeline.from_config(config, input_path=args.input, text=args.text, output_path=args.output)
-    if latency_log is not None and not config.pipeline.latency_log:
-        latency_log.unlink(missing_ok=True)  # the record next to --output is this run's alone
-        pipeline.turns.latency_log = latency_log
-    loading("loading models")
-    try:
-        pipeline.setup()
-    except StageSetupError as exc:
-        cause = exc.__cause__
-        if isinstance(cause, AudioDeviceError):
-            print(f"error: {cause}", file=sys.stderr)
-        else:
-            print(f"error: {exc}\n(run `s2s check` to see which models and devices are found)", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        return 130
-    stop_requested = threading.Event()
-    previous_handlers = _on_stop_signals(stop_requested)
-    live = args.input is None and args.text is None
-    try:
-        pipeline.start()
-        if live:
-            print("listening (Ctrl-C to stop)", flush=True)
-        with supervised(pipeline, stop_requested, status="listening" if live else "answering"):
-            hung = _supervise(pipeline, stop_requested)
-    finally:
-        pipeline.stop()
-        for signum, handler in previous_handlers.items():
-            signal.signal(signum, handler)
-    _report(pipeline, args.output, latency_log)
-    if hung:
-        print(f"error: the {', '.join(hung)} stage stopped making progress (pipeline.hang_timeout_s="
-              f"{config.pipeline.hang_timeout_s:g}); see the log above, run with -v for details", file=sys.stderr)
-        return 1
-    return 130 if stop_requested.is_set() else 0
-
-
-def _latency_log_path(config: Config, output: str | None) -> Path | None:
-    """pipeline.latency_log, else (with --output) ``<output>.latency.jsonl`` next to the reply."""
-    if config.pipeline.latency_log:
-        return Path(config.pipeline.latency_log)
-    return None if output is None else Path(output).with_suffix(".latency.jsonl")
-
-
-def _on_stop_signals(stop_requested: threading.Event) -> dict:
-    """Ctrl-C and SIGTERM set ``stop_requested`` (main thread only). Returns the handlers they replaced."""
-    def handler(signum: int, frame: object) -> None:
-        log.info("%s: stopping", signal.Signals(signum).name)
-        stop_requested.set()
-
-    if threading.current_thread() is not threading.main_thread():
-        return {}
-    previous = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)}
-    for signum in previous:
-        signal.signal(signum, handler)
-    return previous
-
-
-def _supervise(pipeline, stop_requested: threading.Event) -> list[str]:
-    """Wait for the end of the input or a stop signal. Returns the stages that hung or died (then stops waiting)."""
-    next_check = time.monotonic() + HEALTH_CHECK_S
-    while not stop_requested.wait(STOP_POLL_S) and not pipeline.wait(0):
-        if time.monotonic() < next_check:
-            continue
-        next_check += HEALTH_CHECK_S
-        pipeline.turns.expire()
-        hung = [stage for stage in pipeline.health() if stage.hung]
-        for stage in hung:
-            log.error("%s stage is hung (busy %.0f s, no progress for %.0f s, thread alive: %s)",
-                      stage.name, stage.busy_s, stage.last_progress_age_s, stage.alive)
-        if hung:
-            return [stage.name for stage in hung]
-    return []
-
-
-def _report(pipeline, output: str | None, latency_log: Path | None) -> None:
-    """Print where the reply and the latency record went, and one line per turn."""
-    records = pipeline.turns.records
-    for record in records:
-        e2e = record.get("e2e_s")
-        line = f"turn {record['turn']}: end of speech -> first audio out "
-        line += f"{e2e * 1000:.0f} ms" if e2e is not None else "n/a"
-        if record.get("error"):
-            line += f" (error: {record['error']})"
-        print(line)
-    if not records:
-        print("no turn: no speech was found in the input")
-    if output is not None:
-        print(f"reply audio: {output}")
-    if latency_log is not None and records:
-        print(f"latency record: {latency_log} (one JSON line per turn)")
-    elif records:
-        print("latency record: logged only; set pipeline.latency_log=FILE to keep it")
-
-
 # ---- s2s say ---------------------------------------------------------------------------------------------------
 def say(config: Config, text: str, output: str) -> int:
     """TTS alone: synthesize ``text`` with the configured backend and write a WAV at the engine's rate."""
     import numpy as np
 
-    from handlers.tts import make_engine
     from s2s.audio import write_wav
+    from s2s.tts_engine import make_engine
 
     if not text.strip():
         raise UsageError('the text is empty; give the words to say, e.g. s2s say "Hello there" -o hello.wav')
-    patches.apply()
     try:
         engine = make_engine(config.tts)
     except (FileNotFoundError, ImportError, RuntimeError) as exc:
@@ -256,8 +141,11 @@ CHECKED_PACKAGES = ("torch", "numpy", "transformers", "accelerate", "faster-whis
 def check(config: Config) -> int:
     """Print what is installed, CUDA, audio devices, models and patches. 1 if a stage has no model or the
     numpy-abi patch refuses this numpy."""
-    from handlers.audio_devices import AudioDeviceError, import_sounddevice, list_devices
+    from s2s.audio_devices import AudioDeviceError, import_sounddevice, list_devices
     from s2s.models import MISSING, describe_models
+    from s2s.pipeline import check_backends
+
+    check_backends(config)  # an unknown backend is a configuration error (exit status 2), as for `s2s run`
 
     print(f"s2s-edge {__version__}, Python {platform.python_version()} on {platform.machine()}")
     print("\npackages:")
@@ -282,6 +170,12 @@ def check(config: Config) -> int:
         print(f"  {device['index']:3} {device['name']} ({io}, {device['default_samplerate']:.0f} Hz)")
     if not devices:
         print("  none: use --input/--text and --output")
+
+    print("\nbackends (name: package):")
+    for kind in registry.KINDS:
+        found = [b for b in registry.backends() if b.kind == kind]
+        listed = ", ".join(f"{b.name}: {b.package}" for b in found) or "none installed"
+        print(f"  {kind:9} {listed}")
 
     print("\nmodels:")
     rows = describe_models(config)
@@ -310,5 +204,17 @@ def _cuda_summary() -> str:
     return f"CUDA {torch.version.cuda}: {names}"
 
 
+def console() -> None:
+    """The ``s2s`` console script: ``main()``, then exit without waiting for a stage thread that is still inside
+    a native call (a hung stage): waiting for it at interpreter shutdown could abort the process."""
+    code = main()
+    if any(thread.name.startswith("s2s-") and thread.is_alive() for thread in threading.enumerate()):
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    sys.exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    console()

@@ -8,10 +8,14 @@ Unknown sections or keys and bad values raise ``ValueError`` naming the key and 
 from __future__ import annotations
 
 import dataclasses
+import math
 import sys
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, get_type_hints
+
+from s2s.devices import DEVICES, DTYPES
+from s2s.qwen3_tts import options as qwen3
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -22,6 +26,10 @@ else:  # Python 3.10 (JetPack 6)
 def _check_choice(section: str, key: str, value: object, allowed: tuple) -> None:
     if value not in allowed:
         raise ValueError(f"[{section}] {key} = {value!r} is not allowed; use one of: {', '.join(map(repr, allowed))}")
+
+
+INT_LIMIT = 2**31 - 1
+"""No integer setting may exceed this (the code passes them to C libraries and numpy)."""
 
 
 def _check_range(section: str, key: str, value: float, lo: float | None = None, hi: float | None = None) -> None:
@@ -50,10 +58,10 @@ class PipelineConfig:
     X.wav` then writes X.latency.jsonl."""
 
     def validate(self) -> None:
-        _check_range("pipeline", "queue_size", self.queue_size, 1)
+        _check_range("pipeline", "queue_size", self.queue_size, 1, 100_000)
         _check_range("pipeline", "poll_s", self.poll_s, 0.001, 1.0)
-        _check_range("pipeline", "max_turn_s", self.max_turn_s, 1.0)
-        _check_range("pipeline", "hang_timeout_s", self.hang_timeout_s, 0.1)
+        _check_range("pipeline", "max_turn_s", self.max_turn_s, 1.0, 86400.0)
+        _check_range("pipeline", "hang_timeout_s", self.hang_timeout_s, 0.1, 86400.0)
 
 
 @dataclass
@@ -69,9 +77,13 @@ class AudioInConfig:
     realtime_file: bool = False
     """Feed --input files at real-time speed, as a microphone would (latency measurements); False = as fast as
     the VAD takes them."""
+    max_file_s: float = 3600.0
+    """Longest --input file accepted (s, from its header): a longer one is refused before it is read (in a
+    folder it is skipped and listed). Files are decoded in blocks, so this bounds a run's length, not its memory."""
 
     def validate(self) -> None:
         _check_range("audio_in", "sample_rate", self.sample_rate, 0, 384000)
+        _check_range("audio_in", "max_file_s", self.max_file_s, 1.0, 86400.0)
         _check_range("audio_in", "block_ms", self.block_ms, 5, 1000)
 
 
@@ -81,20 +93,24 @@ class AudioOutConfig:
 
     device: str = ""
     """Output device by name (substring) or index; "" = the system default."""
-    sample_rate: int = 24000
-    """Playback rate (Hz); TTS audio is resampled to it."""
+    sample_rate: int = 0
+    """Playback rate (Hz); 0 = the rate the TTS speaks at (a speaker that refuses it plays at its own default
+    rate). Audio at another rate is resampled once, here."""
     block_size: int = 1024
     """Frames per playback block; every block written has exactly this size."""
 
     def validate(self) -> None:
-        _check_range("audio_out", "sample_rate", self.sample_rate, 8000, 384000)
+        if self.sample_rate:
+            _check_range("audio_out", "sample_rate", self.sample_rate, 8000, 384000)
         _check_range("audio_out", "block_size", self.block_size, 32, 65536)
 
 
 @dataclass
 class VADConfig:
-    """Silero voice activity detection (16 kHz, 512-sample frames)."""
+    """Voice activity detection (Silero: 16 kHz, 512-sample frames)."""
 
+    backend: str = "silero"
+    """A VAD backend by name (`s2s check` lists the installed ones)."""
     threshold: float = 0.5
     """Speech probability that starts an utterance."""
     min_speech_ms: int = 250
@@ -110,16 +126,18 @@ class VADConfig:
 
     def validate(self) -> None:
         _check_range("vad", "threshold", self.threshold, 0.0, 1.0)
-        _check_range("vad", "min_speech_ms", self.min_speech_ms, 0)
-        _check_range("vad", "min_silence_ms", self.min_silence_ms, 32)
-        _check_range("vad", "speech_pad_ms", self.speech_pad_ms, 0)
-        _check_range("vad", "max_utterance_s", self.max_utterance_s, 1.0)
+        _check_range("vad", "min_speech_ms", self.min_speech_ms, 0, 60_000)
+        _check_range("vad", "min_silence_ms", self.min_silence_ms, 32, 60_000)
+        _check_range("vad", "speech_pad_ms", self.speech_pad_ms, 0, 10_000)
+        _check_range("vad", "max_utterance_s", self.max_utterance_s, 1.0, 3600.0)
 
 
 @dataclass
 class STTConfig:
-    """faster-whisper speech to text."""
+    """Speech to text (faster-whisper)."""
 
+    backend: str = "faster-whisper"
+    """An STT backend by name (`s2s check` lists the installed ones)."""
     model: str = ""
     """A CTranslate2 model directory or a faster-whisper model name; "" = the model setup.sh downloaded,
     else the embedded Whisper tiny.en."""
@@ -131,7 +149,7 @@ class STTConfig:
     beam_size: int = 1
 
     def validate(self) -> None:
-        _check_choice("stt", "device", self.device, ("auto", "cpu", "cuda"))
+        _check_choice("stt", "device", self.device, DEVICES)
         _check_choice("stt", "compute_type", self.compute_type,
                       ("default", "auto", "int8", "int8_float16", "int8_float32", "float16", "bfloat16", "float32"))
         _check_range("stt", "beam_size", self.beam_size, 1, 10)
@@ -141,6 +159,8 @@ class STTConfig:
 class LLMConfig:
     """The language model (transformers causal LM, optionally from a GGUF file)."""
 
+    backend: str = "transformers"
+    """An LLM backend by name (`s2s check` lists the installed ones)."""
     model: str = ""
     """A model directory, a GGUF file, or a hub name; "" = the model setup.sh downloaded, else the embedded
     SmolLM2-135M-Instruct GGUF."""
@@ -158,14 +178,12 @@ class LLMConfig:
     """A clause shorter than this is joined to the next one before it is spoken."""
 
     def validate(self) -> None:
-        _check_choice("llm", "device", self.device, ("auto", "cpu", "cuda"))
-        _check_choice("llm", "dtype", self.dtype, ("auto", "float32", "float16", "bfloat16"))
-        _check_range("llm", "max_history_turns", self.max_history_turns, 0)
+        _check_choice("llm", "device", self.device, DEVICES)
+        _check_choice("llm", "dtype", self.dtype, DTYPES)
+        _check_range("llm", "max_history_turns", self.max_history_turns, 0, 1000)
         _check_range("llm", "max_new_tokens", self.max_new_tokens, 1, 4096)
         _check_range("llm", "temperature", self.temperature, 0.0, 5.0)
-
-
-TTS_BACKENDS = ("auto", "qwen3", "qwen3-reference", "piper")
+        _check_range("llm", "min_chunk_chars", self.min_chunk_chars, 1, 10_000)
 
 
 @dataclass
@@ -173,6 +191,7 @@ class TTSConfig:
     """Text to speech. ``auto`` = qwen3 when a Qwen3-TTS checkpoint is found, else piper."""
 
     backend: str = "auto"
+    """A TTS backend by name: auto, qwen3, qwen3-reference, piper, or a plugin's (`s2s check` lists them)."""
     model: str = ""
     """Qwen3-TTS checkpoint directory; "" = the one setup.sh downloaded (models/Qwen3-TTS-12Hz-0.6B-CustomVoice)."""
     piper_voice: str = ""
@@ -191,9 +210,9 @@ class TTSConfig:
     """Base (voice clone): transcript of the reference; "" = x-vector-only mode."""
     voice_prompt: str = ""
     """Base (voice clone): a voice prompt file written by ``s2s.qwen3_tts.VoicePrompt.save``."""
-    chunk_size: int = 4
+    chunk_size: int = qwen3.CHUNK_SIZE
     """Codec frames (80 ms each) per streamed audio chunk."""
-    first_chunk_size: int = 2
+    first_chunk_size: int = qwen3.FIRST_CHUNK_SIZE
     """Frames in the first chunk (smaller = earlier first audio)."""
     max_seq_len: int = 2048
     """Prompt + generated frames the static KV cache holds."""
@@ -207,27 +226,33 @@ class TTSConfig:
     compile: bool = False
     """torch.compile the per-layer step functions inside the graphs (desktop GPUs with Triton; not on Jetson).
     Measured no faster than the plain graphs (bench/results/2026-12-01-h200.md)."""
-    do_sample: bool = True
-    temperature: float = 0.9
-    top_k: int = 50
-    top_p: float = 1.0
-    repetition_penalty: float = 1.05
+    do_sample: bool = qwen3.SamplingParams.do_sample
+    temperature: float = qwen3.SamplingParams.temperature
+    top_k: int = qwen3.SamplingParams.top_k
+    top_p: float = qwen3.SamplingParams.top_p
+    repetition_penalty: float = qwen3.SamplingParams.repetition_penalty
     seed: int = -1
     """-1 = random."""
 
     def validate(self) -> None:
-        _check_choice("tts", "backend", self.backend, TTS_BACKENDS)
-        _check_choice("tts", "device", self.device, ("auto", "cpu", "cuda"))
-        _check_choice("tts", "dtype", self.dtype, ("auto", "float32", "float16", "bfloat16"))
+        _check_choice("tts", "device", self.device, DEVICES)
+        _check_choice("tts", "dtype", self.dtype, DTYPES)
         _check_range("tts", "chunk_size", self.chunk_size, 1, 300)
         _check_range("tts", "first_chunk_size", self.first_chunk_size, 1, 300)
         _check_range("tts", "max_seq_len", self.max_seq_len, 64, 32768)
-        _check_range("tts", "max_text_chars", self.max_text_chars, 1)
+        _check_range("tts", "max_text_chars", self.max_text_chars, 1, 100_000)
         _check_range("tts", "max_new_tokens", self.max_new_tokens, 0, 32768)
-        _check_range("tts", "temperature", self.temperature, 0.01, 5.0)
-        _check_range("tts", "top_k", self.top_k, 0)
-        _check_range("tts", "top_p", self.top_p, 0.01, 1.0)
-        _check_range("tts", "repetition_penalty", self.repetition_penalty, 0.1, 10.0)
+        _check_range("tts", "seed", self.seed, -1, INT_LIMIT)
+        try:
+            self.sampling()
+        except ValueError as exc:
+            raise ValueError(f"[tts] {exc}") from None
+
+    def sampling(self) -> qwen3.SamplingParams:
+        """The [tts] sampling keys as the engine's parameters (one setting for the talker and code predictor)."""
+        return qwen3.SamplingParams.same_for_both(
+            do_sample=self.do_sample, temperature=self.temperature, top_k=self.top_k, top_p=self.top_p,
+            repetition_penalty=self.repetition_penalty, seed=self.seed if self.seed >= 0 else None)
 
 
 @dataclass
@@ -256,15 +281,20 @@ def _coerce(section: str, key: str, value: Any, typ: type) -> Any:
                 if text.lower() not in ("true", "false", "1", "0", "yes", "no", "on", "off"):
                     raise ValueError(text)
                 return text.lower() in ("true", "1", "yes", "on")
-            return typ(text)
+            value = typ(text)
         except ValueError:
             raise ValueError(f"[{section}] {key} = {value!r} is not a valid {typ.__name__}") from None
     if typ is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
+        value = float(value)
     if typ is int and isinstance(value, float) and value.is_integer():
-        return int(value)
+        value = int(value)
     if not isinstance(value, typ) or (typ is not bool and isinstance(value, bool)):
         raise ValueError(f"[{section}] {key} = {value!r} must be of type {typ.__name__}, not {type(value).__name__}")
+    if typ is float and not math.isfinite(value):
+        raise ValueError(f"[{section}] {key} = {value!r} must be a finite number")
+    if typ is int and abs(value) > INT_LIMIT:
+        raise ValueError(f"[{section}] {key} = {value!r} is out of range; it must be between {-INT_LIMIT} and "
+                         f"{INT_LIMIT}")
     return value
 
 
@@ -303,7 +333,10 @@ def load_config(paths: list[str | Path] = (), overrides: list[str] = ()) -> Conf
         if not path.is_file():
             raise ValueError(f"config file {path} not found; pass an existing .toml file (see configs/)")
         try:
-            data = tomllib.loads(path.read_text())
+            data = tomllib.loads(path.read_text(encoding="utf-8"))
+        except UnicodeDecodeError as exc:
+            raise ValueError(f"config file {path} is not UTF-8 text ({exc.reason} at byte {exc.start}); save it "
+                             f"as UTF-8") from None
         except tomllib.TOMLDecodeError as exc:
             raise ValueError(f"config file {path} is not valid TOML: {exc}") from None
         _apply(config, data, str(path))

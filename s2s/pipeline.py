@@ -2,8 +2,9 @@
 
     source -> [VAD -> STT ->] LLM -> TTS -> sink        (``--text`` skips VAD and STT)
 
-Life cycle: ``setup()`` applies the Jetson patches and calls every stage's ``setup()`` (model load and warmup) in
-order, naming the stage that failed; ``start()`` starts one thread per stage; ``wait()`` returns once the end of
+Every stage is a backend found by name in the registry (``s2s.registry``); the pipeline imports none of them.
+Life cycle: ``setup()`` calls every stage's ``setup()`` (model load and warmup) in order, naming the stage that
+failed; ``start()`` starts one thread per stage; ``wait()`` returns once the end of
 the input has reached the sink; ``stop()`` sets the stop event and joins the threads within a deadline (threads
 are daemons, so one that ignores the stop cannot keep the process alive; ``stop()`` logs it). The health view
 (``health()``, ``healthy()``) is what the service watchdog reads.
@@ -18,13 +19,22 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from s2s import registry
 from s2s.config import Config
-from s2s.handler import Handler
+from s2s.handler import Handler, Wiring
+from s2s.tts_stage import TTSHandler
 from s2s.turns import Turns
 
 log = logging.getLogger(__name__)
 
 STOP_TIMEOUT_S = 2.0
+
+
+def check_backends(config: Config) -> None:
+    """UnknownBackend (a ValueError listing the installed ones) for a [vad]/[stt]/[llm]/[tts] backend no package
+    provides: checked for every section in every run mode, before anything is imported or loaded."""
+    for kind in ("vad", "stt", "llm", "tts"):
+        registry.entry(kind, getattr(config, kind).backend)
 
 
 class StageSetupError(RuntimeError):
@@ -79,41 +89,35 @@ class Pipeline:
         output_path: str | Path | None = None,
     ) -> Pipeline:
         """The stages for a run mode: microphone (default), ``input_path`` (a WAV or a folder of WAVs) or
-        ``text``; replies to the speaker, or to ``output_path`` (one WAV). Raises ValueError for bad arguments."""
-        # Imported here so that the pipeline machinery (and its tests) need none of the model libraries.
-        from handlers.audio_in import FileSource, MicSource, TextSource
-        from handlers.audio_out import SpeakerSink, WavSink
-        from handlers.llm import LLMHandler
-        from handlers.stt import STTHandler
-        from handlers.tts import TTSHandler
-        from handlers.vad import VADHandler
-
+        ``text``; replies to the speaker, or to ``output_path`` (one WAV). Each stage is the backend its config
+        section names, found in the registry. Raises ValueError for bad arguments or an unknown backend."""
         if input_path is not None and text is not None:
             raise ValueError("give either --input or --text, not both")
+        check_backends(config)
+        if text is not None:
+            source = (registry.load("audio_in", "text"), config.audio_in, {"text": text})
+        elif input_path is not None:
+            source = (registry.load("audio_in", "file"), config.audio_in, {"path": input_path})
+        else:
+            source = (registry.load("audio_in", "microphone"), config.audio_in, {})
+        specs = [source]
+        if text is None:
+            specs += [(registry.load("vad", config.vad.backend), config.vad, {}),
+                      (registry.load("stt", config.stt.backend), config.stt, {})]
+        specs += [(registry.load("llm", config.llm.backend), config.llm, {}), (TTSHandler, config.tts, {})]
+        if output_path is not None:
+            specs.append((registry.load("audio_out", "wav"), config.audio_out, {"path": output_path}))
+        else:
+            specs.append((registry.load("audio_out", "speaker"), config.audio_out, {}))
+
         p = config.pipeline
         turns = Turns(half_duplex=p.half_duplex, max_turn_s=p.max_turn_s, latency_log=p.latency_log)
         stop = threading.Event()
-        n_stages = 4 if text is not None else 6
-        edges = [None, *(queue.Queue(maxsize=p.queue_size) for _ in range(n_stages - 1)), None]
-
-        def wiring(i: int) -> tuple:
-            """What every stage constructor takes after its config: turns, stage i's in and out queues, stop."""
-            return turns, edges[i], edges[i + 1], stop, p.poll_s
-
-        if text is not None:
-            stages: list[Handler] = [TextSource(text, *wiring(0))]
-        elif input_path is not None:
-            stages = [FileSource(config.audio_in, *wiring(0), path=input_path)]
-        else:
-            stages = [MicSource(config.audio_in, *wiring(0))]
-        if text is None:
-            stages += [VADHandler(config.vad, *wiring(1)), STTHandler(config.stt, *wiring(2))]
-        i = len(stages)
-        stages += [LLMHandler(config.llm, *wiring(i)), TTSHandler(config.tts, config.audio_out, *wiring(i + 1))]
-        if output_path is not None:
-            stages.append(WavSink(config.audio_out, *wiring(i + 2), path=output_path))
-        else:
-            stages.append(SpeakerSink(config.audio_out, *wiring(i + 2)))
+        edges = [None, *(queue.Queue(maxsize=p.queue_size) for _ in range(len(specs) - 1)), None]
+        stages = [
+            stage_cls(Wiring(turns, edges[i], edges[i + 1], stop, p.poll_s), section, **extra)
+            for i, (stage_cls, section, extra) in enumerate(specs)
+        ]
         return cls(stages, turns, stop, hang_timeout_s=p.hang_timeout_s)
 
     @property
@@ -122,16 +126,12 @@ class Pipeline:
 
     # ---- life cycle ------------------------------------------------------------------------------
     def setup(self) -> None:
-        """Apply the Jetson patches, then load and warm up every stage. Raises StageSetupError (after releasing
-        what the stages set up so far).
+        """Load and warm up every stage. Raises StageSetupError (after releasing what the stages set up so far).
 
         The source and the sink go first: a missing sound card is reported before minutes of model loading.
         """
         if self._set_up:
             return
-        import patches
-
-        patches.apply()
         ends = [self.stages[0], self.stages[-1]] if len(self.stages) > 1 else self.stages
         ready: list[Handler] = []
         for stage in [*ends, *self.stages[1:-1]]:

@@ -116,6 +116,11 @@ def install(args: argparse.Namespace, runner: Runner, running: bool) -> int:
     if not config.is_file():
         print(f"config file {config} does not exist: pass --config PATH (e.g. one of {install_dir}/configs/*.toml)")
         return 1
+    if args.no_user and not user_exists(args.user):
+        print(f"--no-user: the service user {args.user!r} does not exist, so the service could not start; create it "
+              f"(sudo useradd --system --no-create-home --shell /usr/sbin/nologin --user-group {args.user}), pass "
+              f"an existing one with --user NAME, or leave out --no-user to let install create it")
+        return 2
     problem = _needs_root(args)
     if problem:
         print(problem)

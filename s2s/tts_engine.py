@@ -1,23 +1,29 @@
-"""The one interface every TTS backend implements (``handlers/tts.py`` drives it).
+"""The one interface every TTS backend implements, and ``make_engine``, which finds the configured one.
 
-Backends: ``piper`` (CPU, embedded voice), ``qwen3-reference`` (the reference ``qwen-tts`` generate) and
-``qwen3`` (our fast engine, ``s2s.qwen3_tts``). ``make_engine(TTSConfig)`` in ``handlers/tts.py`` picks one.
+Backends are factories ``(TTSConfig) -> TTSEngine`` registered in the ``s2s_edge.tts`` entry-point group (see
+``s2s.registry``). Ours: ``auto``, ``piper`` (CPU, embedded voice), ``qwen3`` (our fast engine, ``s2s.qwen3_tts``)
+and ``qwen3-reference`` (the official ``qwen-tts`` generate). ``s2s.tts_stage.TTSHandler`` drives the engine.
 """
 
 from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
+
+from s2s import registry
+
+if TYPE_CHECKING:
+    from s2s.config import TTSConfig
 
 
 class TTSEngine(Protocol):
     name: str
     """Backend name as written in the config (e.g. "piper")."""
     sample_rate: int
-    """Rate (Hz) of the audio ``synthesize`` yields."""
+    """Rate (Hz) of the audio ``synthesize`` yields; the sink resamples it (once) if the speaker needs another."""
 
     def warmup(self) -> None:
         """Run once at start-up so the first real request is fast (loads, graph capture)."""
@@ -28,3 +34,13 @@ class TTSEngine(Protocol):
         Raises ``ValueError`` with a message that says what to change for text it cannot speak (e.g. too long
         for the model's context).
         """
+
+
+def make_engine(cfg: TTSConfig) -> TTSEngine:
+    """The engine ``tts.backend`` names, loaded (not yet warmed up).
+
+    Raises UnknownBackend (a ValueError) for a name no package provides; the backend's own errors otherwise
+    (FileNotFoundError for a missing model, ValueError for a setting the model does not have).
+    """
+    factory = registry.load("tts", cfg.backend)
+    return factory(cfg)

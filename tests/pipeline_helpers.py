@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from s2s.audio import resample
+from s2s.audio import SPEECH_RATE, resample
 from s2s.config import Config, load_config
 from s2s.pipeline import Pipeline
 
@@ -71,7 +71,7 @@ def run(pipeline: Pipeline, timeout: float = RUN_TIMEOUT_S) -> Pipeline:
 def transcribe(audio: np.ndarray, rate: int) -> str:
     """Whisper's transcript of mono audio (the session's STT model; a pipeline must have loaded it)."""
     model = _models["stt"]
-    segments, _ = model.transcribe(resample(audio, rate, 16000), beam_size=1, vad_filter=False,
+    segments, _ = model.transcribe(resample(audio, rate, SPEECH_RATE), beam_size=1, vad_filter=False,
                                    condition_on_previous_text=False, without_timestamps=True)
     return " ".join(segment.text.strip() for segment in segments)
 

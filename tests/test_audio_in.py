@@ -1,4 +1,4 @@
-"""handlers.audio_in and handlers.audio_devices: file/text sources on real threads, device choice."""
+"""handlers.audio_in and s2s.audio_devices: file/text sources on real threads, device choice."""
 
 import logging
 import queue
@@ -7,10 +7,11 @@ import time
 
 import numpy as np
 import pytest
+from stage_harness import drain, start, wiring
 
-from handlers.audio_devices import AudioDeviceError, find_device
-from handlers.audio_in import SAMPLE_RATE, TRAILING_SILENCE_S, FileSource, TextSource, input_files, load_input
-from s2s.audio import write_wav
+from handlers.audio_in import TRAILING_SILENCE_S, FileSource, MicSource, TextSource, input_files, load_input
+from s2s.audio import SPEECH_RATE, write_wav
+from s2s.audio_devices import AudioDeviceError, find_device
 from s2s.config import AudioInConfig
 from s2s.messages import AudioFrame, EndOfStream, Transcript
 from s2s.turns import Turns
@@ -21,31 +22,26 @@ def tone(rate: int, seconds: float) -> np.ndarray:
     return (0.3 * np.sin(2 * np.pi * 300 * t)).astype(np.float32)
 
 
-def collect(source, q: queue.Queue, timeout: float = 5.0) -> list:
-    thread = threading.Thread(target=source.run, daemon=True)
-    thread.start()
-    items = []
-    while True:
-        item = q.get(timeout=timeout)
-        items.append(item)
-        if isinstance(item, EndOfStream):
-            break
-    thread.join(2)
+def collect(source, timeout: float = 30.0) -> list:
+    """Everything a source emits, up to its EndOfStream; the source's thread must then end."""
+    thread = start(source)
+    items = drain(source.out_queue, timeout)
+    assert items and isinstance(items[-1], EndOfStream), f"no EndOfStream within {timeout:.0f} s: {items[-3:]}"
+    thread.join(10)
     assert not thread.is_alive()
     return items
 
 
 def test_file_source_emits_16k_frames_then_end_of_stream(tmp_path):
     path = tmp_path / "a.wav"
-    write_wav(path, tone(SAMPLE_RATE, 1.0), SAMPLE_RATE)
-    q = queue.Queue(maxsize=4)
-    items = collect(FileSource(AudioInConfig(), Turns(), None, q, threading.Event(), 0.01, path=path), q)
+    write_wav(path, tone(SPEECH_RATE, 1.0), SPEECH_RATE)
+    items = collect(FileSource(wiring(source=True), AudioInConfig(), path=path))
     frames = items[:-1]
-    assert all(isinstance(f, AudioFrame) and f.sample_rate == SAMPLE_RATE for f in frames)
+    assert all(isinstance(f, AudioFrame) and f.sample_rate == SPEECH_RATE for f in frames)
     assert all(len(f.samples) == 512 for f in frames[:-1])
     total = sum(len(f.samples) for f in frames)
-    assert total == SAMPLE_RATE + int(TRAILING_SILENCE_S * SAMPLE_RATE)
-    assert frames[1].stream_time == pytest.approx(512 / SAMPLE_RATE)
+    assert total == SPEECH_RATE + int(TRAILING_SILENCE_S * SPEECH_RATE)
+    assert frames[1].stream_time == pytest.approx(512 / SPEECH_RATE)
 
 
 def test_8k_stereo_file_is_resampled_and_downmixed_with_a_log(tmp_path, caplog):
@@ -55,7 +51,7 @@ def test_8k_stereo_file_is_resampled_and_downmixed_with_a_log(tmp_path, caplog):
     sf.write(path, np.stack([tone(8000, 1.0), tone(8000, 1.0)], axis=1), 8000)
     with caplog.at_level(logging.INFO, logger="handlers.audio_in"):
         audio = load_input(path)
-    assert audio.ndim == 1 and len(audio) == SAMPLE_RATE
+    assert audio.ndim == 1 and len(audio) == SPEECH_RATE
     assert "2 channels; mixing them down" in caplog.text and "8000 Hz; resampling" in caplog.text
 
 
@@ -74,31 +70,30 @@ def test_folder_input_is_sorted_and_checked(tmp_path):
 def test_file_source_waits_while_a_turn_is_open(tmp_path):
     """Half-duplex: no frame is fed while a reply is pending; feeding resumes when the turn ends."""
     path = tmp_path / "a.wav"
-    write_wav(path, tone(SAMPLE_RATE, 0.5), SAMPLE_RATE)
-    turns, q, stop = Turns(), queue.Queue(), threading.Event()
+    write_wav(path, tone(SPEECH_RATE, 0.5), SPEECH_RATE)
+    turns = Turns()
     turns.begin(1)
-    source = FileSource(AudioInConfig(), turns, None, q, stop, 0.01, path=path)
-    thread = threading.Thread(target=source.run, daemon=True)
-    thread.start()
+    source = FileSource(wiring(turns, source=True), AudioInConfig(), path=path)
+    thread = start(source)
     with pytest.raises(queue.Empty):
-        q.get(timeout=0.3)
+        source.out_queue.get(timeout=0.3)
     turns.end(1)
-    assert isinstance(q.get(timeout=2), AudioFrame)
-    stop.set()
-    thread.join(2)
+    assert isinstance(source.out_queue.get(timeout=10), AudioFrame)
+    source.stop_event.set()
+    thread.join(10)
     assert not thread.is_alive()
 
 
 def test_text_source_opens_a_turn():
-    turns, q = Turns(), queue.Queue()
-    items = collect(TextSource("  Hi there ", turns, None, q, threading.Event(), 0.01), q)
+    turns = Turns()
+    items = collect(TextSource(wiring(turns, source=True), AudioInConfig(), text="  Hi there "))
     assert items[0] == Transcript(1, "Hi there")
     assert turns.is_open(1) and not turns.listening
 
 
 def test_empty_text_is_a_clear_error():
     with pytest.raises(ValueError, match="--text is empty"):
-        TextSource("   ", Turns(), None, queue.Queue(), threading.Event())
+        TextSource(wiring(source=True), AudioInConfig(), text="   ")
 
 
 DEVICES = [
@@ -126,7 +121,7 @@ def test_unreadable_input_is_refused_naming_the_file(tmp_path):
     bad = tmp_path / "broken.wav"
     bad.write_bytes(b"RIFF but not really")
     with pytest.raises(ValueError, match="broken.wav is not a readable audio file"):
-        FileSource(AudioInConfig(), Turns(), None, queue.Queue(), threading.Event(), path=bad)
+        FileSource(wiring(source=True), AudioInConfig(), path=bad)
 
 
 class FakeInputStream:
@@ -149,18 +144,15 @@ class FakeInputStream:
 
 
 def test_mic_source_resamples_to_16k_and_stops_within_2_s():
-    from handlers.audio_in import MicSource
-
-    q, stop = queue.Queue(), threading.Event()
-    mic = MicSource(AudioInConfig(block_ms=32), Turns(), None, q, stop, 0.01)
+    mic = MicSource(wiring(source=True), AudioInConfig(block_ms=32))
     mic.stream, mic.rate = FakeInputStream(), 48000  # what setup() opens on a machine with a microphone
-    thread = threading.Thread(target=mic.run, daemon=True)
-    thread.start()
-    frames = [q.get(timeout=2) for _ in range(20)]
-    assert all(isinstance(f, AudioFrame) and f.sample_rate == SAMPLE_RATE for f in frames)
+    q, stop = mic.out_queue, mic.stop_event
+    thread = start(mic)
+    frames = [q.get(timeout=10) for _ in range(20)]
+    assert all(isinstance(f, AudioFrame) and f.sample_rate == SPEECH_RATE for f in frames)
     assert all(len(f.samples) == 512 for f in frames[1:])  # 1536 samples at 48 kHz -> 512 at 16 kHz
     audio = np.concatenate([f.samples for f in frames])
-    peak_hz = np.argmax(np.abs(np.fft.rfft(audio[1000:]))) * SAMPLE_RATE / len(audio[1000:])
+    peak_hz = np.argmax(np.abs(np.fft.rfft(audio[1000:]))) * SPEECH_RATE / len(audio[1000:])
     assert abs(peak_hz - 440) < 5
     t0 = time.monotonic()
     stop.set()
@@ -172,9 +164,8 @@ def test_mic_source_resamples_to_16k_and_stops_within_2_s():
 
 def test_realtime_file_is_fed_at_the_speed_of_speech(tmp_path):
     path = tmp_path / "a.wav"
-    write_wav(path, tone(SAMPLE_RATE, 0.5), SAMPLE_RATE)
-    q = queue.Queue()
-    source = FileSource(AudioInConfig(realtime_file=True), Turns(), None, q, threading.Event(), 0.01, path=path)
+    write_wav(path, tone(SPEECH_RATE, 0.5), SPEECH_RATE)
+    source = FileSource(wiring(source=True), AudioInConfig(realtime_file=True), path=path)
     t0 = time.monotonic()
-    collect(source, q)
+    collect(source)
     assert time.monotonic() - t0 >= 0.9 * (0.5 + TRAILING_SILENCE_S)  # not faster than the audio lasts

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 import torch
 
-from s2s.qwen3_tts import checkpoint
-from s2s.qwen3_tts.checkpoint import MARKER, build_checkpoint, main_config, speech_tokenizer_config
-from s2s.qwen3_tts.tokenizer_files import SPECIAL_TOKENS, write_tokenizer_files
+from s2s.checkpoint_builder import build as checkpoint
+from s2s.checkpoint_builder.build import MARKER, build_checkpoint, main_config, speech_tokenizer_config
+from s2s.checkpoint_builder.tokenizer_files import SPECIAL_TOKENS, write_tokenizer_files
 
 torch.set_num_threads(1)
 
@@ -48,7 +48,7 @@ def test_tokenizer_matches_tiktoken_on_mixed_text(tokenizer_dir):
     tiktoken = pytest.importorskip("tiktoken")
     from transformers import Qwen2TokenizerFast
 
-    from s2s.qwen3_tts.tokenizer_files import find_tiktoken_file, read_ranks
+    from s2s.checkpoint_builder.tokenizer_files import find_tiktoken_file, read_ranks
 
     # Qwen's pre-tokenizer pattern (from the Qwen tokenizer docs): contractions, letters, single digits, punctuation
     pattern = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+"

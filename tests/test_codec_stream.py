@@ -12,7 +12,7 @@ import pytest
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from s2s.qwen3_tts.checkpoint import build_checkpoint, build_speech_tokenizer, speech_tokenizer_config
+from s2s.checkpoint_builder.build import build_checkpoint, build_speech_tokenizer, speech_tokenizer_config
 from s2s.qwen3_tts.codec_stream import StreamingCodecDecoder, find_codec_decoder
 
 torch.set_num_threads(1)

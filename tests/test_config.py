@@ -44,6 +44,33 @@ def test_device_files_load_over_the_defaults(name):
     assert config != Config(), f"{name} changes nothing"
 
 
+@pytest.mark.parametrize("name", ["jetson-orin.toml", "desktop-gpu.toml", "cpu.toml"])
+def test_device_files_hold_only_what_differs_from_the_defaults(name):
+    import tomllib
+
+    defaults = as_dict(Config())
+    for section, values in tomllib.loads((CONFIGS / name).read_text()).items():
+        same = [key for key, value in values.items() if defaults[section][key] == value]
+        assert not same, f"{name} [{section}] repeats defaults: {same}; keep only what differs"
+
+
+def test_engine_defaults_have_one_home():
+    """The [tts] chunk and sampling defaults are the engine's own (s2s.qwen3_tts.options)."""
+    from s2s.qwen3_tts import options
+
+    tts = Config().tts
+    assert (tts.chunk_size, tts.first_chunk_size) == (options.CHUNK_SIZE, options.FIRST_CHUNK_SIZE)
+    assert tts.sampling() == options.SamplingParams()
+
+
+@pytest.mark.parametrize("override", ["tts.temperature=0", "tts.top_p=1.5", "tts.top_k=-1", "tts.temperature=nan",
+                                      "tts.repetition_penalty=inf", "tts.seed=-2"])
+def test_bad_sampling_values_name_the_key(override):
+    key = override.split("=")[0].split(".")[1]
+    with pytest.raises(ValueError, match=f"tts.*{key}"):
+        load_config([], [override])
+
+
 def test_files_merge_in_order_and_overrides_win(tmp_path):
     first = write(tmp_path, "[tts]\nbackend = 'piper'\ntemperature = 0.5\n", "a.toml")
     second = write(tmp_path, "[tts]\ntemperature = 0.7\n[llm]\nmax_new_tokens = 10\n", "b.toml")
@@ -78,8 +105,13 @@ def test_unknown_key_names_the_section_keys():
 
 
 def test_bad_choice_lists_the_allowed_values():
-    with pytest.raises(ValueError, match=r"\[tts\] backend = 'espeak' is not allowed; use one of: 'auto', 'qwen3'"):
-        load_config([], ["tts.backend=espeak"])
+    with pytest.raises(ValueError, match=r"\[stt\] device = 'tpu' is not allowed; use one of: 'auto', 'cpu', 'cuda'"):
+        load_config([], ["stt.device=tpu"])
+
+
+def test_backend_names_are_checked_by_the_registry_not_the_config():
+    """Any name loads (a plugin may provide it); Pipeline.from_config refuses one that is not installed."""
+    assert load_config([], ["tts.backend=espeak"]).tts.backend == "espeak"
 
 
 def test_out_of_range_names_the_key_and_bounds():
@@ -121,3 +153,31 @@ def test_every_section_validates_its_defaults():
     config.validate()
     for section in dataclasses.fields(config):
         getattr(config, section.name).validate()
+
+
+@pytest.mark.parametrize("override", ["vad.threshold=nan", "pipeline.poll_s=nan", "pipeline.max_turn_s=inf",
+                                      "vad.max_utterance_s=-inf", "llm.temperature=NaN"])
+def test_nan_and_inf_are_refused_with_the_key(override):
+    section, key = override.split("=")[0].split(".")
+    with pytest.raises(ValueError, match=rf"\[{section}\] {key} = .* must be a finite number"):
+        load_config([], [override])
+
+
+def test_nan_in_a_toml_file_is_refused(tmp_path):
+    with pytest.raises(ValueError, match=r"\[vad\] threshold = nan must be a finite number"):
+        load_config([write(tmp_path, "[vad]\nthreshold = nan\n")])
+
+
+@pytest.mark.parametrize("override", ["llm.max_history_turns=100000000000000000000", "llm.max_history_turns=5000",
+                                      "pipeline.queue_size=99999999999", "tts.max_text_chars=10000000000"])
+def test_huge_integers_are_refused_with_the_key(override):
+    section, key = override.split("=")[0].split(".")
+    with pytest.raises(ValueError, match=rf"\[{section}\] {key} = .* out of range"):
+        load_config([], [override])
+
+
+def test_a_config_file_that_is_not_utf8_is_named(tmp_path):
+    path = tmp_path / "latin1.toml"
+    path.write_bytes("[llm]\nsystem_prompt = 'caf\u00e9'\n".encode("latin-1"))
+    with pytest.raises(ValueError, match=rf"config file {path} is not UTF-8 text"):
+        load_config([path])

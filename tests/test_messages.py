@@ -22,7 +22,7 @@ from s2s.messages import (
 def test_turn_of_every_message():
     audio = np.zeros(4, dtype=np.float32)
     assert turn_of(AudioFrame(audio, 16000, 0.0)) is None
-    assert turn_of(SpeechSegment(3, audio, 0.0, 0.1, 5.0)) == 3
+    assert turn_of(SpeechSegment(audio, 0.0, 0.1, 5.0, turn_id=3)) == 3
     assert turn_of(Transcript(4, "hi")) == 4
     assert turn_of(TextChunk(5, "Hello.")) == 5
     assert turn_of(AudioChunk(6, audio, 24000)) == 6

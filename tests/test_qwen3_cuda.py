@@ -20,7 +20,7 @@ import pytest
 import torch
 
 from s2s.qwen3_tts import Qwen3TTS, SamplingParams
-from s2s.qwen3_tts.checkpoint import build_checkpoint
+from s2s.checkpoint_builder.build import build_checkpoint
 
 pytestmark = [pytest.mark.cuda, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
 

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from s2s.qwen3_tts import Qwen3TTS, SamplingParams, layers
-from s2s.qwen3_tts.checkpoint import build_checkpoint
+from s2s.checkpoint_builder.build import build_checkpoint
 from s2s.qwen3_tts.rope import RopeTables, apply_rope, fold_norm_weights
 from s2s.qwen3_tts.sampling import TalkerLogitsProcessor, log_exponential, select_token
 from s2s.qwen3_tts.talker import key_buckets
@@ -256,6 +256,7 @@ def test_warmup_leaves_generation_unchanged(engines):
     assert torch.equal(eng.generate_codes(prompt, SamplingParams.greedy(), max_new_tokens=6), before)
 
 
+@pytest.mark.slow  # inductor compiles C++ kernels with gcc: about 70 s cold on 2 cores
 def test_compile_mode_matches_eager(engines, tmp_path):
     """compile=True runs the same step functions through torch.compile (inductor's CPU backend here). Inductor fuses
     the elementwise ops (norms, SiLU * up) and rounds them its own way, so its layers equal eager to float32 rounding,
@@ -307,3 +308,22 @@ def test_compile_mode_matches_eager(engines, tmp_path):
         want = eager.talker.sample(logits, n_generated, seeded)
         torch.manual_seed(i)
         assert torch.equal(compiled.talker.sample(logits, n_generated, seeded), want)
+
+
+def test_a_chunk_size_without_a_captured_graph_is_said_once(engines, caplog, monkeypatch):
+    """With graphs, streaming at a chunk size warm-up did not capture warns once per size (it still decodes)."""
+    eng = engines("custom_voice")
+    monkeypatch.setattr(eng, "use_graphs", True)
+    monkeypatch.setattr(eng, "captured_chunk_sizes", {2, 4})
+    monkeypatch.setattr(eng, "_warned_chunk_sizes", set())
+    with caplog.at_level("WARNING", logger="s2s.qwen3_tts.engine"):
+        eng._warn_uncaptured((2, 4))
+        assert not caplog.records
+        eng._warn_uncaptured((2, 8))
+        eng._warn_uncaptured((8, 4))
+    (record,) = caplog.records
+    assert "chunk size 8 was not captured" in record.getMessage() and "[2, 4]" in record.getMessage()
+
+
+def test_warmup_records_no_captured_sizes_without_graphs(engines):
+    assert engines("custom_voice").captured_chunk_sizes == set()

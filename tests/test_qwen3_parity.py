@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from s2s.qwen3_tts import Qwen3TTS, SamplingParams, VoicePrompt
-from s2s.qwen3_tts.checkpoint import build_checkpoint
+from s2s.checkpoint_builder.build import build_checkpoint
 
 N_TOKENS = 10  # -> 9 frames
 TEXT = "Hello there, how are you today?"

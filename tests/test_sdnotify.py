@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import pytest
 
 from s2s import sdnotify
-from s2s.handler import Handler
+from s2s.handler import Handler, Wiring
 from s2s.pipeline import Pipeline
 from s2s.supervisor import loading, supervised
 from s2s.turns import Turns
@@ -210,10 +210,7 @@ class SlowSetup(Handler):
     """A stage whose set-up (model load, warm-up) lasts until ``loaded`` is set."""
 
     name = "slow-setup"
-
-    def __init__(self, loaded: threading.Event, *args: object) -> None:
-        super().__init__(*args)
-        self.loaded = loaded
+    loaded: threading.Event
 
     def setup(self) -> None:
         assert self.loaded.wait(5.0)
@@ -226,10 +223,7 @@ class Stall(Handler):
     """Forwards items; the item "hang" blocks it until ``release`` is set (a stuck model call)."""
 
     name = "stall"
-
-    def __init__(self, release: threading.Event, *args: object) -> None:
-        super().__init__(*args)
-        self.release = release
+    release: threading.Event
 
     def process(self, item: object) -> Iterator[object]:
         if item == "hang":
@@ -242,8 +236,10 @@ def test_real_pipeline_ready_after_setup_and_no_watchdog_once_a_stage_hangs(
 ) -> None:
     loaded, release, stop = threading.Event(), threading.Event(), threading.Event()
     feed, middle, out = queue.Queue(), queue.Queue(), queue.Queue()
-    stages = [SlowSetup(loaded, feed, middle, stop, 0.02), Stall(release, middle, out, stop, 0.02)]
-    pipeline = Pipeline(stages, Turns(), stop, hang_timeout_s=0.3)
+    turns = Turns()
+    stages = [SlowSetup(Wiring(turns, feed, middle, stop, 0.02)), Stall(Wiring(turns, middle, out, stop, 0.02))]
+    stages[0].loaded, stages[1].release = loaded, release
+    pipeline = Pipeline(stages, turns, stop, hang_timeout_s=0.3)
 
     def serve() -> None:  # what `s2s run` does
         pipeline.setup()
@@ -280,7 +276,10 @@ def test_s2s_run_is_ready_only_after_setup_and_says_stopping_on_sigterm(
     from s2s import cli
 
     loaded, stop = threading.Event(), threading.Event()
-    pipeline = Pipeline([SlowSetup(loaded, queue.Queue(), None, stop, 0.02)], Turns(), stop)
+    turns = Turns()
+    stage = SlowSetup(Wiring(turns, queue.Queue(), None, stop, 0.02))
+    stage.loaded = loaded
+    pipeline = Pipeline([stage], turns, stop)
     monkeypatch.setattr(Pipeline, "from_config", classmethod(lambda cls, *args, **kwargs: pipeline))
     seen: dict[str, object] = {}
 

@@ -3,6 +3,8 @@ temporary unit dir and a recording runner: no systemctl, useradd or /etc is touc
 
 from __future__ import annotations
 
+import os
+import pwd
 import re
 import subprocess
 from pathlib import Path
@@ -13,6 +15,8 @@ from s2s import service
 from s2s.cli import build_parser
 
 NEW_USER = "s2s-test-no-such-user"
+KEEP_USER = ("--no-user", "--user", pwd.getpwuid(os.getuid()).pw_name)
+"""Install for a user that exists, without creating or changing it."""
 
 
 class Recorder:
@@ -66,7 +70,7 @@ def test_systemd_analyze_verify_is_clean(checkout: Path, tmp_path: Path, system_
     unit_path.write_text(service.render_unit(checkout, checkout / "configs" / "jetson-orin.toml", "s2s",
                                              service.existing_groups()))
     result = subprocess.run([system_tool("systemd-analyze"), "verify", "--man=no", str(unit_path)],
-                            capture_output=True, text=True, timeout=60)
+                            check=False, capture_output=True, text=True, timeout=60)
     # Exit status 0 even for unknown keys and bad values: only an empty stderr says the unit is clean.
     assert result.returncode == 0 and result.stderr == "", result.stderr
 
@@ -77,7 +81,7 @@ def test_systemd_analyze_verify_would_catch_a_bad_key(checkout: Path, tmp_path: 
     text = service.render_unit(checkout, checkout / "configs" / "jetson-orin.toml", "s2s", [])
     unit_path.write_text(text.replace("WatchdogSec=30", "WatchdogSecs=30"))
     result = subprocess.run([system_tool("systemd-analyze"), "verify", "--man=no", str(unit_path)],
-                            capture_output=True, text=True, timeout=60)
+                            check=False, capture_output=True, text=True, timeout=60)
     assert "WatchdogSecs" in result.stderr
 
 
@@ -106,14 +110,14 @@ def test_install_writes_unit_and_env_creates_user_and_enables(checkout: Path, tm
 def test_install_keeps_an_edited_env_file(checkout: Path, tmp_path: Path) -> None:
     (tmp_path / "etc").mkdir()
     (tmp_path / "etc" / "s2s-edge.env").write_text("CUDA_VISIBLE_DEVICES=1\n")
-    assert service.main(install_args(checkout, tmp_path, "--no-user"), runner=Recorder(), running=True) == 0
+    assert service.main(install_args(checkout, tmp_path, *KEEP_USER), runner=Recorder(), running=True) == 0
     assert (tmp_path / "etc" / "s2s-edge.env").read_text() == "CUDA_VISIBLE_DEVICES=1\n"
 
 
 def test_install_without_systemd_prints_the_commands(checkout: Path, tmp_path: Path,
                                                      capsys: pytest.CaptureFixture) -> None:
     runner = Recorder()
-    assert service.main(install_args(checkout, tmp_path, "--no-user"), runner=runner, running=False) == 0
+    assert service.main(install_args(checkout, tmp_path, *KEEP_USER), runner=runner, running=False) == 0
     assert runner.commands == []
     out = capsys.readouterr().out
     assert "systemd is not running here" in out
@@ -133,14 +137,23 @@ def test_install_needs_setup_first(tmp_path: Path, capsys: pytest.CaptureFixture
     assert runner.commands == [] and not (tmp_path / "units").exists()
 
 
+def test_install_no_user_refuses_a_user_that_does_not_exist(checkout: Path, tmp_path: Path,
+                                                             capsys: pytest.CaptureFixture) -> None:
+    runner = Recorder()
+    assert service.main(install_args(checkout, tmp_path, "--no-user"), runner=runner, running=True) == 2
+    out = capsys.readouterr().out
+    assert f"the service user {NEW_USER!r} does not exist" in out and "useradd --system" in out
+    assert runner.commands == [] and not (tmp_path / "units").exists() and not (tmp_path / "etc").exists()
+
+
 def test_install_stops_when_a_systemctl_step_fails(checkout: Path, tmp_path: Path,
                                                    capsys: pytest.CaptureFixture) -> None:
-    assert service.main(install_args(checkout, tmp_path, "--no-user"), runner=Recorder(status=1), running=True) == 1
+    assert service.main(install_args(checkout, tmp_path, *KEEP_USER), runner=Recorder(status=1), running=True) == 1
     assert "`systemctl daemon-reload` failed" in capsys.readouterr().out
 
 
 def test_uninstall_reverses_install(checkout: Path, tmp_path: Path) -> None:
-    service.main(install_args(checkout, tmp_path, "--no-user"), runner=Recorder(), running=True)
+    service.main(install_args(checkout, tmp_path, *KEEP_USER), runner=Recorder(), running=True)
     runner = Recorder()
     args = parse("uninstall", "--unit-dir", str(tmp_path / "units"), "--env-dir", str(tmp_path / "etc"),
                  "--user", NEW_USER, "--purge")
@@ -155,6 +168,6 @@ def test_status(checkout: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -
     runner = Recorder()
     assert service.main(status_args, runner=runner, running=True) == 3
     assert "is not installed" in capsys.readouterr().out and runner.commands == []
-    service.main(install_args(checkout, tmp_path, "--no-user"), runner=Recorder(), running=True)
+    service.main(install_args(checkout, tmp_path, *KEEP_USER), runner=Recorder(), running=True)
     assert service.main(status_args, runner=runner, running=True) == 0
     assert runner.commands == [["systemctl", "status", "--no-pager", service.UNIT_NAME]]

@@ -1,14 +1,13 @@
 """STT: device choice, the noise filter, and faster-whisper (embedded tiny.en) on espeak-ng speech."""
 
-import threading
-
 import numpy as np
 import pytest
 from fixtures_models import speech_16k  # noqa: F401  (session fixture)
+from stage_harness import run_stage, wiring
 
-from handlers.stt import STTHandler, is_noise, resolve_device
+from handlers.stt import STTHandler, ctranslate2_device, is_noise
 from s2s.config import STTConfig
-from s2s.messages import SpeechSegment, Transcript, TurnEnd, TurnFailed
+from s2s.messages import EndOfStream, SpeechSegment, Transcript, TurnEnd, TurnFailed
 from s2s.turns import Turns
 
 
@@ -27,18 +26,27 @@ def test_device_auto_follows_ctranslate2(monkeypatch):
     import ctranslate2
 
     monkeypatch.setattr(ctranslate2, "get_cuda_device_count", lambda: 0)
-    assert resolve_device(STTConfig()) == ("cpu", "int8")
-    assert resolve_device(STTConfig(compute_type="float32")) == ("cpu", "float32")
-    with pytest.raises(RuntimeError, match="stt.device"):
-        resolve_device(STTConfig(device="cuda"))
+    assert ctranslate2_device(STTConfig()) == ("cpu", "int8")
+    assert ctranslate2_device(STTConfig(compute_type="float32")) == ("cpu", "float32")
+    with pytest.raises(ValueError, match=r"stt\.device = 'cuda'.*CTranslate2"):
+        ctranslate2_device(STTConfig(device="cuda"))
     monkeypatch.setattr(ctranslate2, "get_cuda_device_count", lambda: 1)
-    assert resolve_device(STTConfig()) == ("cuda", "float16")
+    assert ctranslate2_device(STTConfig()) == ("cuda", "float16")
 
 
 @pytest.fixture(scope="module")
-def stt() -> STTHandler:
-    handler = STTHandler(STTConfig(device="cpu"), Turns(), None, None, threading.Event())
+def whisper():
+    """faster-whisper tiny.en, loaded and warmed up once by a handler's ``setup``."""
+    handler = STTHandler(wiring(), STTConfig(device="cpu"))
     handler.setup()
+    return handler.model
+
+
+@pytest.fixture
+def stt(whisper) -> STTHandler:
+    """A fresh handler (its own turns) with the loaded model injected."""
+    handler = STTHandler(wiring(Turns()), STTConfig(device="cpu"))
+    handler.model = whisper
     return handler
 
 
@@ -50,7 +58,7 @@ def segment(turns: Turns, audio: np.ndarray) -> SpeechSegment:
 
 @pytest.mark.slow
 def test_speech_gives_a_transcript_with_the_keywords(stt, speech_16k):  # noqa: F811
-    stt.turns = turns = Turns()
+    turns = stt.turns
     item = segment(turns, speech_16k)
     (transcript,) = stt.process(item)
     assert isinstance(transcript, Transcript) and transcript.turn_id == item.turn_id
@@ -63,16 +71,14 @@ def test_speech_gives_a_transcript_with_the_keywords(stt, speech_16k):  # noqa: 
 
 @pytest.mark.slow
 def test_silence_ends_the_turn_without_a_transcript(stt):
-    stt.turns = turns = Turns()
-    item = segment(turns, np.zeros(16000 * 2, dtype=np.float32))
+    item = segment(stt.turns, np.zeros(16000 * 2, dtype=np.float32))
     assert list(stt.process(item)) == [TurnEnd(item.turn_id)]
 
 
-@pytest.mark.slow
-def test_closed_turns_are_dropped_and_controls_forwarded(stt, speech_16k):  # noqa: F811
-    stt.turns = turns = Turns()
+def test_closed_turns_are_dropped_and_controls_forwarded(speech_16k):  # noqa: F811
+    turns = Turns()
+    handler = STTHandler(wiring(turns), STTConfig(device="cpu"))  # no model: a closed turn never reaches it
     item = segment(turns, speech_16k)
     turns.end(item.turn_id, error="a later stage failed")
-    assert list(stt.process(item)) == []
     failed = TurnFailed(item.turn_id, "tts", "boom")
-    assert list(stt.process(failed)) == [failed]
+    assert run_stage(handler, [item, failed]) == [failed, EndOfStream()]

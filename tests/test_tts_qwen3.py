@@ -6,18 +6,19 @@ reference then returns N - 1 frames of 1920 samples (24 kHz), and greedy decodin
 
 from __future__ import annotations
 
-import queue
 import threading
 
 import numpy as np
 import pytest
 import torch
+from stage_harness import run_stage, wiring
 
-from handlers.tts import TTSHandler, make_engine
+from s2s.tts_engine import make_engine
 from s2s.audio import write_wav
-from s2s.config import AudioOutConfig, TTSConfig
+from s2s.config import TTSConfig
 from s2s.messages import AudioChunk, EndOfStream, TextChunk, TurnEnd
-from s2s.qwen3_tts.checkpoint import build_checkpoint
+from s2s.checkpoint_builder.build import build_checkpoint
+from s2s.tts_stage import TTSHandler
 from s2s.turns import Turns
 
 SAMPLES_PER_FRAME = 1920
@@ -118,19 +119,12 @@ def test_reference_voice_clone_from_a_wav(checkpoints, tmp_path):
 def test_handler_with_the_reference_engine(checkpoints):
     turns = Turns()
     turns.begin(1)
-    handler = TTSHandler(reference_cfg(checkpoints["custom_voice"]), AudioOutConfig(sample_rate=24000), turns,
-                         queue.Queue(), queue.Queue(), threading.Event(), poll_s=0.02)
+    handler = TTSHandler(wiring(turns), reference_cfg(checkpoints["custom_voice"]))
     handler.setup()
-    for item in (TextChunk(1, "Hello."), TurnEnd(1), EndOfStream()):
-        handler.in_queue.put(item)
-    thread = threading.Thread(target=handler.run, daemon=True)
-    thread.start()
-    thread.join(120)
-    assert not thread.is_alive()
-    out = [handler.out_queue.get_nowait() for _ in range(handler.out_queue.qsize())]
+    out = run_stage(handler, [TextChunk(1, "Hello."), TurnEnd(1)])
     audio = np.concatenate([i.samples for i in out if isinstance(i, AudioChunk)])
     assert all(i.sample_rate == 24000 for i in out if isinstance(i, AudioChunk))
-    assert 1 <= frames_of(audio) <= MAX_FRAMES  # 24 kHz in, 24 kHz out: nothing added or lost
+    assert 1 <= frames_of(audio) <= MAX_FRAMES  # the engine's 24 kHz as it came: nothing added or lost
     assert out[-2:] == [TurnEnd(1), EndOfStream()]
 
 
@@ -187,21 +181,14 @@ def test_fast_engine_clones_from_a_saved_voice_prompt(checkpoints, tmp_path):
     np.testing.assert_array_equal(a, b)
 
 
-def test_handler_streams_the_fast_engine_resampled(checkpoints, custom_voice_fast):
+def test_handler_streams_the_fast_engine_at_its_own_rate(checkpoints, custom_voice_fast):
+    """The stage forwards the engine's 24 kHz chunks as they come (the sink resamples: tests/test_audio_out.py)."""
     turns = Turns()
     turns.begin(1)
-    handler = TTSHandler(fast_cfg(checkpoints["custom_voice"]), AudioOutConfig(sample_rate=48000), turns,
-                         queue.Queue(), queue.Queue(), threading.Event(), poll_s=0.02)
-    handler.engine = custom_voice_fast
-    for item in (TextChunk(1, "Hello there, how are you?"), TurnEnd(1), EndOfStream()):
-        handler.in_queue.put(item)
-    thread = threading.Thread(target=handler.run, daemon=True)
-    thread.start()
-    thread.join(120)
-    assert not thread.is_alive()
-    out = [handler.out_queue.get_nowait() for _ in range(handler.out_queue.qsize())]
+    handler = TTSHandler(wiring(turns), fast_cfg(checkpoints["custom_voice"]))
+    handler.engine = custom_voice_fast  # already warmed up by the fixture: no setup()
+    out = run_stage(handler, [TextChunk(1, "Hello there, how are you?"), TurnEnd(1)])
     chunks = [i for i in out if isinstance(i, AudioChunk)]
-    assert len(chunks) >= 3 and all(c.sample_rate == 48000 for c in chunks)
-    produced = sum(c.samples.size for c in chunks) / 2  # in 24 kHz samples
-    assert produced >= SAMPLES_PER_FRAME and produced - MAX_FRAMES * SAMPLES_PER_FRAME <= 0.01 * 24000
+    assert len(chunks) >= 3 and all(c.sample_rate == 24000 for c in chunks)
+    assert 1 <= sum(frames_of(c.samples) for c in chunks) <= MAX_FRAMES  # whole codec frames: nothing added or lost
     assert out[-2:] == [TurnEnd(1), EndOfStream()]

@@ -22,7 +22,7 @@ import logging
 import torch
 import torch._inductor.config
 
-from s2s.qwen3_tts import layers
+from s2s.qwen3_tts.layers import decoder_layer, decoder_layer_fixed_slots
 
 log = logging.getLogger(__name__)
 
@@ -31,8 +31,8 @@ def compile_steps(talker, predictor) -> None:
     """Swap the step functions of ``talker`` and ``predictor`` for their compiled versions (compiled lazily, at the
     first call: the warm-up calls before graph capture)."""
     torch._inductor.config.fallback_random = True  # aten's RNG ops: the same draws as eager, graph-capture safe
-    talker.step_layer = torch.compile(layers.decoder_layer, fullgraph=True)
-    predictor.step_layer = torch.compile(layers.decoder_layer_fixed_slots, fullgraph=True)
+    talker.step_layer = torch.compile(decoder_layer, fullgraph=True)
+    predictor.step_layer = torch.compile(decoder_layer_fixed_slots, fullgraph=True)
     talker.sample = torch.compile(talker.sample, fullgraph=True)
     log.info("compile=True: the talker and code predictor step layers and the talker sampling go through "
              "torch.compile at the first warm-up (tens of seconds)")

@@ -24,17 +24,16 @@ import torch
 
 from s2s.qwen3_tts.compiled import compile_steps
 from s2s.qwen3_tts.graphs import GraphPool
+from s2s.qwen3_tts.options import CHUNK_SIZE, FIRST_CHUNK_SIZE, FRAME_SAMPLES, SAMPLE_RATE, SamplingParams, takes_instruct
 from s2s.qwen3_tts.predictor import CodePredictor
 from s2s.qwen3_tts.prompt import PromptBuilder, TalkerPrompt
-from s2s.qwen3_tts.sampling import TALKER_MIN_NEW_TOKENS, SamplingParams
+from s2s.qwen3_tts.sampling import TALKER_MIN_NEW_TOKENS
 from s2s.qwen3_tts.talker import Talker
 from s2s.qwen3_tts.voice import VoicePrompt, create_voice_prompt
 from s2s.qwen3_tts.weights import take_weights
 
 log = logging.getLogger(__name__)
 
-SAMPLE_RATE = 24000
-SAMPLES_PER_FRAME = 1920
 FRAMES_PER_TEXT_TOKEN = 8
 EXTRA_FRAMES = 50
 CODES_CHUNK = 4
@@ -58,6 +57,9 @@ class Qwen3TTS:
         self.device, self.dtype, self.max_seq_len = device, dtype, max_seq_len
         self.kind: str = cfg.tts_model_type
         self.model_size: str = cfg.tts_model_size
+        self.captured_chunk_sizes: set[int] = set()
+        """Chunk sizes whose codec decoder graph warm-up captured (empty without graphs)."""
+        self._warned_chunk_sizes: set[int] = set()
         self.eos_id: int = cfg.talker_config.codec_eos_token_id
         talker_w, predictor_w = take_weights(model)
         self.predictor = CodePredictor(predictor_w, cfg.talker_config.num_code_groups, dtype, device)
@@ -120,7 +122,7 @@ class Qwen3TTS:
     def prompt_custom_voice(self, text: str, speaker: str, language: str = "auto", instruct: str = "",
                             non_streaming_mode: bool = True) -> TalkerPrompt:
         self._require("custom_voice", "prompt_custom_voice")
-        if instruct and self.model_size in "0b6":  # the reference's substring test
+        if instruct and not takes_instruct(self.model_size):
             log.warning("the 0.6B CustomVoice model has no instruction control; ignoring instruct=%r", instruct)
             instruct = ""
         return self.prompts.build(text, language, speaker=speaker, instruct=instruct,
@@ -237,15 +239,16 @@ class Qwen3TTS:
         full = codes if context_codes is None else torch.cat((context_codes.to(codes.device), codes))
         wavs, _ = self.speech_tokenizer.decode([{"audio_codes": full}])
         wav = np.asarray(wavs[0], dtype=np.float32)
-        return wav if context_codes is None else wav[context_codes.shape[0] * SAMPLES_PER_FRAME :]
+        return wav if context_codes is None else wav[context_codes.shape[0] * FRAME_SAMPLES :]
 
-    def stream(self, prompt: TalkerPrompt, sampling: SamplingParams | None = None, chunk_size: int = 4,
-               first_chunk_size: int = 2, max_new_tokens: int | None = None,
+    def stream(self, prompt: TalkerPrompt, sampling: SamplingParams | None = None, chunk_size: int = CHUNK_SIZE,
+               first_chunk_size: int = FIRST_CHUNK_SIZE, max_new_tokens: int | None = None,
                cancel: threading.Event | None = None, suppress_eos: bool = False) -> Iterator[np.ndarray]:
         """Yield float32 24 kHz audio every chunk of frames (1920 samples per frame), exact w.r.t. ``decode``."""
         if chunk_size < 1 or first_chunk_size < 1:
             raise ValueError(f"chunk sizes must be >= 1 frame, got chunk_size={chunk_size}, "
                              f"first_chunk_size={first_chunk_size}")
+        self._warn_uncaptured((first_chunk_size, chunk_size))
         decoder = self._decoder()
         decoder.reset(context_codes=prompt.context_codes)
         sizes = _first_then(first_chunk_size, chunk_size)
@@ -267,7 +270,18 @@ class Qwen3TTS:
                 self._stream_decoder = GraphedCodecDecoder(self._stream_decoder)
         return self._stream_decoder
 
-    def warmup(self, sampling: SamplingParams | None = None, chunk_sizes: tuple[int, ...] = (2, 4)) -> None:
+    def _warn_uncaptured(self, chunk_sizes: tuple[int, ...]) -> None:
+        """One warning per chunk size that streaming asks for but warm-up did not capture a decoder graph for."""
+        if not self.use_graphs:
+            return
+        for size in sorted(set(chunk_sizes) - self.captured_chunk_sizes - self._warned_chunk_sizes):
+            self._warned_chunk_sizes.add(size)
+            log.warning("chunk size %d was not captured at warm-up (captured: %s): its chunks are decoded without "
+                        "a CUDA graph, several times slower; pass it to warmup(chunk_sizes=...) or use a captured "
+                        "size (tts.chunk_size / tts.first_chunk_size)", size, sorted(self.captured_chunk_sizes))
+
+    def warmup(self, sampling: SamplingParams | None = None,
+               chunk_sizes: tuple[int, ...] = (FIRST_CHUNK_SIZE, CHUNK_SIZE)) -> None:
         """Capture the graphs for ``sampling`` (CUDA) and run a short dummy utterance through every stage, the
         streaming decoder with each of ``chunk_sizes`` (cuDNN picks its kernels per shape on first use)."""
         hidden = self.talker.w.codec_embedding.shape[1]
@@ -281,6 +295,7 @@ class Qwen3TTS:
             decoder.decode(codes[:size].to(self.speech_tokenizer.device))
         if self.use_graphs:
             decoder.capture(tuple(chunk_sizes))
+            self.captured_chunk_sizes |= set(chunk_sizes)
         if self.device.type == "cuda":
             torch.cuda.synchronize()
 

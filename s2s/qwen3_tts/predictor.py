@@ -22,7 +22,8 @@ import torch.nn.functional as F
 
 from s2s.qwen3_tts.layers import causal_mask, decoder_layer_fixed_slots, rms_norm
 from s2s.qwen3_tts.rope import RopeTables, fold_norm_weights
-from s2s.qwen3_tts.sampling import SamplingParams, candidates, log_exponential, select_token
+from s2s.qwen3_tts.options import SamplingParams
+from s2s.qwen3_tts.sampling import candidates, log_exponential, select_token
 from s2s.qwen3_tts.weights import PredictorWeights
 
 

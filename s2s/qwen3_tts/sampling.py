@@ -6,7 +6,7 @@ repetition penalty over the codebook-0 ids generated so far (also when greedy) -
 The code predictor (15 residual codebooks, vocab 2048) uses only temperature / top-k / top-p (``subtalker_*``).
 
 Strategy: sampling parameters are Python constants baked into the captured step (a change of parameters means
-another capture, cached by ``SamplingParams.graph_key``); everything that changes per step (generated-id mask,
+another capture, cached by ``options.SamplingParams.graph_key``); everything that changes per step (generated-id mask,
 number of generated ids) is a device tensor. Sampling draws by the Gumbel-max trick on the top-k logits (the same
 distribution as ``torch.multinomial``, see ``select_token``), which needs no host sync and uses the default
 generator, the one RNG that CUDA graph capture handles on torch 2.5.
@@ -14,51 +14,10 @@ generator, the one RNG that CUDA graph capture handles on torch 2.5.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 
 TALKER_MIN_NEW_TOKENS = 2
 """The reference always passes ``min_new_tokens=2`` to the talker's generate."""
-
-
-@dataclass(frozen=True)
-class SamplingParams:
-    """Sampling settings; field names and defaults follow the reference's ``generation_config.json``."""
-
-    do_sample: bool = True
-    temperature: float = 0.9
-    top_k: int = 50
-    top_p: float = 1.0
-    repetition_penalty: float = 1.05
-    subtalker_do_sample: bool = True
-    subtalker_temperature: float = 0.9
-    subtalker_top_k: int = 50
-    subtalker_top_p: float = 1.0
-    seed: int | None = None
-    """Reseeds torch's default generators before a generation (reproducible output); None leaves them as they are."""
-
-    def __post_init__(self) -> None:
-        for name in ("temperature", "subtalker_temperature", "repetition_penalty"):
-            if getattr(self, name) <= 0:
-                raise ValueError(f"SamplingParams.{name} must be > 0, got {getattr(self, name)}")
-        for name in ("top_p", "subtalker_top_p"):
-            if not 0.0 < getattr(self, name) <= 1.0:
-                raise ValueError(f"SamplingParams.{name} must be in (0, 1], got {getattr(self, name)}")
-        for name in ("top_k", "subtalker_top_k"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"SamplingParams.{name} must be >= 0 (0 = off), got {getattr(self, name)}")
-
-    @classmethod
-    def greedy(cls) -> "SamplingParams":
-        """Argmax for both the talker and the code predictor (repetition penalty stays on, as in the reference)."""
-        return cls(do_sample=False, subtalker_do_sample=False)
-
-    @property
-    def graph_key(self) -> tuple:
-        """Everything a captured step depends on (the seed is not: it only sets the generator state)."""
-        return (self.do_sample, self.temperature, self.top_k, self.top_p, self.repetition_penalty,
-                self.subtalker_do_sample, self.subtalker_temperature, self.subtalker_top_k, self.subtalker_top_p)
 
 
 def candidates(vocab_size: int, top_k: int) -> int:

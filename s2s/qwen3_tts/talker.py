@@ -28,7 +28,8 @@ from s2s.qwen3_tts.kv_cache import StaticKVCache
 from s2s.qwen3_tts.layers import causal_mask, decoder_layer, rms_norm
 from s2s.qwen3_tts.predictor import CodePredictor
 from s2s.qwen3_tts.rope import RopeTables, fold_norm_weights
-from s2s.qwen3_tts.sampling import SamplingParams, TalkerLogitsProcessor, select_token
+from s2s.qwen3_tts.options import SamplingParams
+from s2s.qwen3_tts.sampling import TalkerLogitsProcessor, select_token
 from s2s.qwen3_tts.weights import TalkerWeights, embed_codes
 
 

@@ -32,7 +32,8 @@ from pathlib import Path
 import torch
 
 from s2s.models import cache_root
-from s2s.qwen3_tts.tokenizer_files import write_tokenizer_files
+from s2s.qwen3_tts.options import SamplingParams
+from s2s.checkpoint_builder.tokenizer_files import write_tokenizer_files
 
 log = logging.getLogger(__name__)
 
@@ -78,9 +79,13 @@ _PREDICTOR_SHAPE = {
 _TINY_SPEAKER_ENCODER = dict(enc_channels=[32, 32, 32, 32, 96], enc_attention_channels=16, enc_res2net_scale=4,
                              enc_se_channels=16)
 
-GENERATION_CONFIG = {"do_sample": True, "temperature": 0.9, "top_k": 50, "top_p": 1.0, "repetition_penalty": 1.05,
-                     "subtalker_dosample": True, "subtalker_temperature": 0.9, "subtalker_top_k": 50,
-                     "subtalker_top_p": 1.0, "max_new_tokens": 8192}
+_SAMPLING = SamplingParams()  # the engine's defaults are the release's generation_config.json
+GENERATION_CONFIG = {"do_sample": _SAMPLING.do_sample, "temperature": _SAMPLING.temperature, "top_k": _SAMPLING.top_k,
+                     "top_p": _SAMPLING.top_p, "repetition_penalty": _SAMPLING.repetition_penalty,
+                     "subtalker_dosample": _SAMPLING.subtalker_do_sample,
+                     "subtalker_temperature": _SAMPLING.subtalker_temperature,
+                     "subtalker_top_k": _SAMPLING.subtalker_top_k, "subtalker_top_p": _SAMPLING.subtalker_top_p,
+                     "max_new_tokens": 8192}
 PREPROCESSOR_CONFIG = {"padding_side": "left", "padding_value": 0.0, "processor_class": "Qwen3TTSProcessor",
                        "return_attention_mask": True}
 SPEECH_PREPROCESSOR_CONFIG = {"feature_extractor_type": "EncodecFeatureExtractor", "feature_size": 1,
@@ -202,9 +207,7 @@ def resolve_dtype(size: str, dtype: str | torch.dtype | None) -> torch.dtype:
 
 
 def _qwen_tts_classes():
-    import patches
-
-    patches.apply()  # qwen_tts imports torchaudio at import time; the shim must be in place first
+    # qwen_tts imports torchaudio: where that is broken, patches.apply() must have run (the CLI and the tests do).
     from qwen_tts.core.models import Qwen3TTSConfig, Qwen3TTSForConditionalGeneration
     from qwen_tts.core.tokenizer_12hz.configuration_qwen3_tts_tokenizer_v2 import Qwen3TTSTokenizerV2Config
     from qwen_tts.core.tokenizer_12hz.modeling_qwen3_tts_tokenizer_v2 import Qwen3TTSTokenizerV2Model
@@ -384,6 +387,6 @@ def main(args: argparse.Namespace) -> int:
 
 if __name__ == "__main__":
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    _parser = argparse.ArgumentParser(prog="python -m s2s.qwen3_tts.checkpoint", description=__doc__.split("\n\n")[0])
+    _parser = argparse.ArgumentParser(prog="python -m s2s.checkpoint_builder.build", description=__doc__.split("\n\n")[0])
     _add_arguments(_parser)
     raise SystemExit(main(_parser.parse_args()))
