@@ -52,6 +52,9 @@ class EosBlockingTimer:
 def main() -> None:
     args = parse_args(__doc__.splitlines()[0])
     setup_logging()
+    import patches
+
+    patches.apply()  # a program's entry: qwen_tts imports torchaudio
     from qwen_tts import Qwen3TTSModel
 
     torch.manual_seed(0)

@@ -26,6 +26,9 @@ def main() -> None:
     parser.add_argument("--sizes", nargs="+", default=["0.6b", "1.7b"], choices=["0.6b", "1.7b"])
     args = parser.parse_args()
     setup_logging()
+    import patches
+
+    patches.apply()  # a program's entry: qwen_tts (used by the builder) imports torchaudio
     from s2s.checkpoint_builder.build import build_checkpoint
 
     for size in args.sizes:

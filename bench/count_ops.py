@@ -30,6 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils._python_dispatch import TorchDispatchMode
 
+import patches
 from s2s.checkpoint_builder.build import build_main_model, main_config
 from s2s.qwen3_tts.predictor import CodePredictor
 from s2s.qwen3_tts.options import SamplingParams
@@ -152,6 +153,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--ops", action="store_true", help="print the op histogram of each step")
     args = parser.parse_args()
+    patches.apply()  # a program's entry: qwen_tts (used by the builder) imports torchaudio
     torch.set_num_threads(1)
     torch.manual_seed(0)
     modes = {"sampled": SamplingParams(), "greedy": SamplingParams.greedy()}

@@ -27,7 +27,7 @@ mkdir -p "$OUT" "$WORK/json" "$WORK/logs"
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false
 # ours and the reference: qwen-tts 0.1.1 + transformers 4.57.3; faster-qwen3-tts: qwen-tts-hf + transformers 5.16.1.
 # Both install the module qwen_tts, so each stack has its own folder and its own processes.
-OURS_PATH="$REPO:$SITE_OURS"
+OURS_PATH="$REPO:$SITE_OURS:$SITE_OURS/project"
 FQ3_PATH="$SITE_FQ3"
 
 pack() {
@@ -57,6 +57,10 @@ for step in $STEPS; do
   install)
     run install-ours 120 "" python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
       --target "$SITE_OURS" "$REPO"/.whl/ours/*.whl
+    # The project's own metadata (its backend entry points) beside the wheels; its code still comes from $REPO,
+    # which is first on PYTHONPATH.
+    run install-project 120 "" python3 -m pip install -q --no-index --no-deps --no-build-isolation --no-compile \
+      --no-cache-dir --upgrade --target "$SITE_OURS/project" "$REPO"
     run install-fq3 120 "" python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
       --target "$SITE_FQ3" "$REPO"/.whl/fq3/*.whl
     ;;

@@ -5,9 +5,9 @@ its own thread) answering many spoken turns in a row; turns, latency percentiles
     .venv/bin/python bench/soak.py                                  # 200 turns, report printed
     .venv/bin/python bench/soak.py --turns 50 --max-minutes 10 --out bench/results/2026-12-02-soak-cpu.md
 
-The input is a folder of espeak-ng WAVs (the questions of ``bench/questions.txt``, repeated in order to make
-``--turns`` files, one turn each: Debian packages espeak-ng and sox). A run that reaches ``--max-minutes`` stops
-the pipeline and reports the turns it finished.
+The input is a folder of espeak-ng WAVs (the questions of ``bench/questions.txt``, spoken by
+``bench/cpu_workload.py`` and repeated in order to make ``--turns`` files, one turn each). A run that reaches
+``--max-minutes`` stops the pipeline and reports the turns it finished.
 """
 
 from __future__ import annotations
@@ -15,23 +15,20 @@ from __future__ import annotations
 import argparse
 import datetime
 import logging
-import platform
 import shutil
 import statistics
-import subprocess
 import tempfile
 import threading
 import time
 from pathlib import Path
 
-import torch
+from cpu_workload import QUESTIONS, machine, speak
 
 from s2s.config import load_config
 from s2s.pipeline import Pipeline
 
 log = logging.getLogger("bench.soak")
 
-QUESTIONS = (Path(__file__).parent / "questions.txt").read_text().splitlines()
 RSS_EVERY = 10
 """Turns between two memory samples."""
 
@@ -44,25 +41,9 @@ def rss_mb() -> float:
     raise RuntimeError("no VmRSS in /proc/self/status (this benchmark needs Linux)")
 
 
-def cpu_name() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor() or "unknown"
-
-
 def make_inputs(folder: Path, turns: int) -> None:
-    """``turns`` 16 kHz mono WAVs in ``folder`` (turn-000.wav, ...), cycling through the questions."""
-    for tool in ("espeak-ng", "sox"):
-        if shutil.which(tool) is None:
-            raise SystemExit(f"{tool} is not installed; run: apt-get install -y espeak-ng sox")
-    spoken = []
-    for i, question in enumerate(QUESTIONS):
-        raw, wav = folder / f"raw-{i}.wav", folder / f"q-{i}.wav"
-        subprocess.run(["espeak-ng", "-v", "en-us", "-s", "150", "-w", str(raw), question], check=True)
-        subprocess.run(["sox", str(raw), "-r", "16000", "-c", "1", "-b", "16", str(wav)], check=True)
-        raw.unlink()
-        spoken.append(wav)
+    """``turns`` 16 kHz mono WAVs in ``folder / "inputs"`` (turn-000.wav, ...), cycling through the questions."""
+    spoken = [speak(question, folder / f"q-{i}.wav") for i, question in enumerate(QUESTIONS)]
     inputs = folder / "inputs"
     inputs.mkdir()
     for turn in range(turns):
@@ -97,6 +78,12 @@ class Sampler(threading.Thread):
             self.sample()
 
 
+def overrides(args: argparse.Namespace) -> list[str]:
+    """The soak's settings: the embedded models on the CPU, short replies, then the user's ``--set``."""
+    return ["tts.backend=piper", "stt.device=cpu", "llm.device=cpu", "llm.max_new_tokens=32",
+            "pipeline.max_turn_s=300", *args.set]
+
+
 def percentile(values: list[float], q: float) -> float:
     return statistics.quantiles(values, n=100, method="inclusive")[q - 1] if len(values) > 1 else values[0]
 
@@ -112,14 +99,13 @@ def report(args, records: list[dict], samples: list, wall_s: float, setup_s: flo
     lines = [
         f"# Soak: {len(records)} turns through one CPU pipeline ({datetime.date.today()})",
         "",
-        (f"- machine: {cpu_name()}, {torch.get_num_threads()} torch threads, torch {torch.__version__}, "
-         f"Python {platform.python_version()}"),
+        f"- machine: {machine()}",
         ("- pipeline: file in -> Silero VAD -> Whisper tiny.en (embedded) -> SmolLM2-135M-Instruct (embedded GGUF) "
-         f"-> Piper joe (embedded) -> WAV out; `llm.max_new_tokens={args.max_new_tokens}`, history on "
-         "(`llm.max_history_turns` default), half duplex"),
+         "-> Piper joe (embedded) -> WAV out, half duplex; settings: "
+         f"{', '.join(f'`{o}`' for o in overrides(args))}"),
         (f"- input: {args.turns} espeak-ng WAVs, the {len(QUESTIONS)} questions of `bench/questions.txt` in turn; "
-         f"script `bench/soak.py --turns {args.turns} --max-minutes {args.max_minutes:g} "
-         f"--max-new-tokens {args.max_new_tokens}`"),
+         f"script `bench/soak.py --turns {args.turns} --max-minutes {args.max_minutes:g}"
+         f"{''.join(f' --set {o}' for o in args.set)}`"),
         "",
         "| | value |",
         "|---|---|",
@@ -153,7 +139,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--turns", type=int, default=200)
     parser.add_argument("--max-minutes", type=float, default=60.0, help="stop after this long and report")
-    parser.add_argument("--max-new-tokens", type=int, default=32, help="llm.max_new_tokens (short replies)")
+    parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                        help="a setting over the soak's own (CPU, Piper, llm.max_new_tokens=32), repeatable")
     parser.add_argument("--out", type=Path, help="write the markdown report here (default: print it)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
@@ -163,8 +150,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="s2s-soak-") as tmp:
         folder = Path(tmp)
         make_inputs(folder, args.turns)
-        config = load_config([], ["tts.backend=piper", "stt.device=cpu", "llm.device=cpu",
-                                  f"llm.max_new_tokens={args.max_new_tokens}", "pipeline.max_turn_s=300"])
+        config = load_config([], overrides(args))
         pipeline = Pipeline.from_config(config, input_path=folder / "inputs", output_path=folder / "replies.wav")
         t0 = time.monotonic()
         pipeline.setup()

@@ -1,6 +1,7 @@
 """Sources: the first stage, feeding the pipeline from the microphone, WAV files, or a typed prompt.
 
-    MicSource   sounddevice capture at the device's rate, resampled to 16 kHz AudioFrames (runs until stopped)
+    MicSource   sounddevice capture at the device's rate, resampled to 16 kHz AudioFrames (runs until stopped);
+                in full duplex the echo of the speaker is cancelled from them (s2s.aec)
     FileSource  an audio file, or a folder of them (sorted by name), decoded in blocks into 16 kHz AudioFrames
     TextSource  ``--text``: opens a turn and emits its Transcript directly (no VAD/STT)
 
@@ -22,8 +23,9 @@ import numpy as np
 import soundfile as sf
 
 from s2s.audio import SPEECH_RATE, StreamResampler, audio_info, check_audio_file, read_blocks, to_mono
+from s2s.aec import EchoCanceller, EchoCancellation, make_canceller
 from s2s.audio_devices import AudioDeviceError, find_device, import_sounddevice
-from s2s.config import AudioInConfig
+from s2s.config import AECConfig, AudioInConfig
 from s2s.handler import Handler, Wiring
 from s2s.messages import AudioFrame, EndOfStream, Transcript
 
@@ -115,15 +117,28 @@ class FileSource(Source):
 
 class MicSource(Source):
     """Captures from a sounddevice input stream (mono, at the device's default rate or ``audio_in.sample_rate``)
-    and emits 16 kHz AudioFrames of ``audio_in.block_ms``."""
+    and emits 16 kHz AudioFrames of ``audio_in.block_ms``.
+
+    Full duplex (``wiring.far_end`` set, ``aec`` the [aec] section): every block is resampled to 16 kHz first, then
+    goes through the echo canceller with the far end that played meanwhile; the frames carry the cleaned audio and
+    that reference (``AudioFrame.far_end``). ``setup`` fails (AECUnavailable) when the canceller cannot be loaded."""
 
     name = "mic"
     cfg: AudioInConfig
     stream = None
     rate = 0
     """The capture rate (Hz), known once ``setup`` opened the device."""
+    canceller: EchoCanceller | None = None
+
+    def __init__(self, wiring: Wiring, cfg: AudioInConfig, aec: AECConfig | None = None) -> None:
+        super().__init__(wiring, cfg)
+        self.aec = aec if wiring.far_end is not None else None
+        if wiring.far_end is not None and aec is None:
+            raise ValueError("a full-duplex microphone needs the [aec] section")
 
     def setup(self) -> None:
+        if self.aec is not None and self.canceller is None:  # before the device: a missing library says so first
+            self.canceller = make_canceller(self.aec)
         sd = import_sounddevice()
         device = find_device(self.cfg.device, "input")
         self.rate = self.cfg.sample_rate or int(device["default_samplerate"])
@@ -145,6 +160,9 @@ class MicSource(Source):
     def produce(self) -> None:
         resampler = StreamResampler(self.rate, SPEECH_RATE)
         block = self.rate * self.cfg.block_ms // 1000
+        far_end = self.wiring.far_end
+        echo = None if self.canceller is None else \
+            EchoCancellation(self.canceller, far_end, float(getattr(self.stream, "latency", 0.0) or 0.0))
         self.stream.start()
         while not self.stop_event.is_set():
             self.busy_since = time.monotonic()
@@ -153,7 +171,10 @@ class MicSource(Source):
             if overflowed:
                 log.warning("microphone overflow: audio was lost (the VAD is not keeping up)")
             frame = resampler(samples[:, 0])  # [~block * 16000 / rate]
-            if frame.size and not self.put(AudioFrame(frame, SPEECH_RATE, t_captured, self.stream_time)):
+            reference = None
+            if echo is not None:  # stamped as if its last sample were captured now: never early (see s2s.aec)
+                frame, reference = echo(frame, far_end.clock() - frame.size / SPEECH_RATE)
+            if frame.size and not self.put(AudioFrame(frame, SPEECH_RATE, t_captured, self.stream_time, reference)):
                 return
             self.stream_time += frame.size / SPEECH_RATE
 

@@ -3,11 +3,15 @@
 A sink marks ``first_audio_out`` when the first reply audio of a turn is handed over (to the device, or the file),
 and calls ``turns.end`` for every TurnEnd (after the reply has played out) and TurnFailed it receives, also when
 its own writing fails: that is what lets the microphone listen again.
+
+In full duplex the speaker sink also feeds the echo canceller's reference and stops a turn the user interrupts
+(see ``SpeakerSink``).
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from pathlib import Path
 
 import numpy as np
@@ -17,8 +21,10 @@ from s2s.atomic_file import check_writable, commit, staging_path
 from s2s.audio import StreamResampler, output_format
 from s2s.audio_devices import AudioDeviceError, find_device, import_sounddevice
 from s2s.config import AudioOutConfig
+from s2s.far_end import stream_clock
 from s2s.handler import Handler, Wiring
 from s2s.messages import AudioChunk, TurnEnd, TurnFailed, turn_of
+from s2s.played_text import PlayedText
 
 log = logging.getLogger(__name__)
 
@@ -26,6 +32,10 @@ TURN_GAP_S = 0.5
 """Silence written to a reply WAV between two turns' replies."""
 SFC_SET_UPDATE_HEADER_AUTO = 0x1061
 """libsndfile command (sndfile.h): rewrite the file's header after every write."""
+FADE_S = 0.008
+"""Full duplex: a reply the user interrupts fades out over this long (no click)."""
+INTERRUPT_POLL_S = 0.01
+"""Full duplex: how often an idle speaker sink looks for an interrupted turn to stop (s)."""
 
 
 class Sink(Handler):
@@ -191,7 +201,14 @@ def keep_header_current(file: sf.SoundFile) -> None:
 class SpeakerSink(Sink):
     """Plays through a sounddevice output stream in blocks of exactly ``audio_out.block_size`` frames (the last
     block of a reply is padded with zeros). The stream opens at ``audio_out.sample_rate`` or, if that is 0 or the
-    device refuses it, at the device's default rate (audio is then resampled to it)."""
+    device refuses it, at the device's default rate (audio is then resampled to it).
+
+    Full duplex (``wiring.far_end`` set): the stream opens with low latency and its clock becomes the far end's;
+    every block is reported to the far end, stamped when the device has taken it, as the echo canceller's reference (the
+    stream's reported latency is the canceller's delay hint). ``FADE_S`` of audio stays in hand, so that a turn the
+    user interrupts (``turns.interrupted``) stops with a fade: within one block (or ``INTERRUPT_POLL_S`` when idle)
+    the held audio is dropped, one last block fades out, and the turn ends with ``playback_stopped`` marked and the
+    words that were played (``PlayedText``) as what the user heard."""
 
     name = "speaker"
 
@@ -199,13 +216,26 @@ class SpeakerSink(Sink):
     """An open, started output stream with ``write(ndarray [block_size, 1])`` and ``latency`` (s)."""
     _held = np.zeros(0, dtype=np.float32)
 
+    def __init__(self, wiring: Wiring, cfg: AudioOutConfig) -> None:
+        super().__init__(wiring, cfg)
+        self.far_end = wiring.far_end
+        self._played: dict[int, PlayedText] = {}
+        """Full duplex: per turn, what was received and played of each text chunk."""
+        self._playing: int | None = None
+        """The turn whose audio was handed over last (full duplex)."""
+        self._stopped: set[int] = set()
+        """Interrupted turns this sink ended before their TurnEnd came."""
+        if self.far_end is not None:
+            self.poll_s = min(self.poll_s, INTERRUPT_POLL_S)
+
     def setup(self) -> None:
         sd = import_sounddevice()
         device = find_device(self.cfg.device, "output")
+        options = {} if self.far_end is None else {"latency": "low"}  # an interruption waits for what is queued
         for rate in dict.fromkeys(r for r in (self.cfg.sample_rate, int(device["default_samplerate"])) if r):
             try:
                 self.stream = sd.OutputStream(device=device["index"], samplerate=rate, channels=1, dtype="float32",
-                                              blocksize=self.cfg.block_size)
+                                              blocksize=self.cfg.block_size, **options)
             except sd.PortAudioError as exc:
                 log.info("output device %r refused %d Hz (%s)", device["name"], rate, exc)
                 continue
@@ -215,30 +245,100 @@ class SpeakerSink(Sink):
             raise AudioDeviceError(f"cannot open output device {device['name']!r}; pick another audio_out.device")
         self.stream.start()
         log.info("speaker: %s at %d Hz, %d-frame blocks", device["name"], self.rate, self.cfg.block_size)
+        if self.far_end is not None:
+            self.far_end.use_clock(stream_clock(self.stream))
+            latency = float(self.stream.latency or 0.0)
+            self.far_end.output_latency_s = latency if latency > 0 else None
+            if latency <= 0:
+                log.warning("speaker: %s reports no output latency; the echo canceller will find the delay itself "
+                            "(it takes a little longer to converge)", device["name"])
+
+    def process(self, item: object):
+        if self.far_end is not None and isinstance(item, AudioChunk):
+            played = self._played.setdefault(item.turn_id, PlayedText(self.rate))
+            played.received(item.text_index, item.text, round(len(item.samples) * self.rate / item.sample_rate))
+        return super().process(item)
 
     def write(self, turn_id: int, samples: np.ndarray) -> None:
+        self._playing = turn_id
         self._held = np.concatenate([self._held, samples])
-        whole = len(self._held) // self.cfg.block_size * self.cfg.block_size
-        for start in range(0, whole, self.cfg.block_size):
-            if self.stop_event.is_set():
-                break
-            self._write_block(turn_id, self._held[start:start + self.cfg.block_size])
-        self._held = self._held[whole:]
+        keep = 0 if self.far_end is None else round(FADE_S * self.rate)  # what a fade-out would play
+        size = self.cfg.block_size
+        while len(self._held) - keep >= size and not self.stop_event.is_set():
+            if self._stop_interrupted():
+                return
+            block, self._held = self._held[:size], self._held[size:]
+            self._write_block(turn_id, block)
 
     def finish_turn(self, turn_id: int) -> None:
-        if self._held.size:
-            self._write_block(turn_id, np.pad(self._held, (0, self.cfg.block_size - len(self._held))))
-            self._held = np.zeros(0, dtype=np.float32)
+        size = self.cfg.block_size
+        while self._held.size:  # full duplex holds up to one block and a fade more
+            block, self._held = self._held[:size], self._held[size:]
+            self._write_block(turn_id, np.pad(block, (0, size - len(block))), len(block))
         # The last block has been handed over; it plays out within the stream's latency (plus one block).
         self.stop_event.wait(float(self.stream.latency) + self.cfg.block_size / self.rate)
 
     def discard_turn(self, turn_id: int) -> None:
         self._held = np.zeros(0, dtype=np.float32)
 
-    def _write_block(self, turn_id: int, block: np.ndarray) -> None:
+    def control(self, item: object):
+        turn_id = getattr(item, "turn_id", None)
+        if turn_id in self._stopped:  # ended when it was interrupted: nothing is left to play
+            self._stopped.discard(turn_id)
+            return
+        if self.far_end is not None and turn_id is not None and self.turns.interrupted(turn_id):
+            if not self._stop_interrupted():  # none of its audio was playing
+                self._end_interrupted(turn_id)
+            self._stopped.discard(turn_id)
+            return
+        yield from super().control(item)
+
+    def get(self) -> object | None:
+        item = super().get()
+        if self.far_end is not None:
+            self._stop_interrupted()
+        return item
+
+    def _stop_interrupted(self) -> bool:
+        """Full duplex: if the user interrupted the turn being played, fade out what it holds and end it. True if
+        it did."""
+        turn_id = self._playing
+        if turn_id is None or self.far_end is None or not self.turns.interrupted(turn_id):
+            return False
+        fade = self._held[:round(FADE_S * self.rate)]
+        self._held = np.zeros(0, dtype=np.float32)
+        if fade.size:
+            fade = fade * np.linspace(1.0, 0.0, len(fade), dtype=np.float32)
+            self._write_block(turn_id, np.pad(fade, (0, self.cfg.block_size - len(fade))), len(fade))
+        self._end_interrupted(turn_id)
+        self._stopped.add(turn_id)
+        return True
+
+    def _end_interrupted(self, turn_id: int) -> None:
+        """End an interrupted turn: playback stops once what the device holds has played."""
+        self.turns.mark(turn_id, "playback_stopped", time.monotonic() + (self.far_end.output_latency_s or 0.0))
+        played = self._played.get(turn_id)
+        heard = played.heard() if played is not None else ""
+        self._forget(turn_id)
+        self.turns.end(turn_id, heard=heard)
+        log.info("speaker: turn %d stopped; the user heard %r", turn_id, heard)
+
+    def _forget(self, turn_id: int) -> None:
+        super()._forget(turn_id)
+        self._played.pop(turn_id, None)
+        if self._playing == turn_id:
+            self._playing = None
+
+    def _write_block(self, turn_id: int, block: np.ndarray, audio: int | None = None) -> None:
+        """Hand one block to the device; ``audio``: how many of its samples are reply audio (the rest padding)."""
         underflowed = self.stream.write(block.reshape(self.cfg.block_size, 1))  # [block_size, channels]
         if underflowed:
             log.debug("speaker underflow")
+        if self.far_end is not None:  # stamped once the device holds it (a blocking write waits for room first)
+            self.far_end.played(block, self.rate, self.far_end.clock(), underflowed=bool(underflowed))
+            played = self._played.get(turn_id)
+            if played is not None:
+                played.played(len(block) if audio is None else audio)
         self.handed_out(turn_id)
 
     def cleanup(self) -> None:

@@ -7,13 +7,18 @@ or a closed turn ends generation within one step (tens of milliseconds). The pro
 about ``PREFILL_SLICE_S`` each, with the same check between slices, so a long prompt can be stopped too, and the
 handler counts each slice as progress (the hang detector does not mistake a long prefill for a hang).
 ``stream_text`` turns the ids into text deltas (a token that ends inside a UTF-8 character waits for the next one).
+Models of the families ``s2s.llm_decode`` runs (Llama/SmolLM, Mistral, Qwen2/2.5, Qwen3) take its static-cache
+decode instead (``llm.decode = "auto"``: CUDA graphs on a GPU, the same code eagerly on a CPU), with the same prompt
+slices and checks; a conversation longer than its cache (``llm.max_seq_len``) takes the loop above.
 
 ``LLMHandler`` builds the chat prompt (system prompt, the last ``max_history_turns`` exchanges, the user's words),
 cuts the streamed text into speakable chunks with ``s2s.text_chunker`` and emits each chunk as soon as it is
 complete. An exchange joins the history only once its turn has ended without an error (checked in the turn
-records when the next prompt is built), so a reply that was never heard is not remembered. The prompt must leave
-``max_new_tokens`` of the model's context for the reply: the oldest exchanges are dropped until it does, and words
-that do not fit even alone fail the turn with a message saying how much shorter they must be.
+records when the next prompt is built), so a reply that was never heard is not remembered; a reply the user
+interrupted (full duplex) joins it as far as it was played, marked with ``INTERRUPTED`` so that the model knows.
+The prompt must leave ``max_new_tokens`` of the model's context for the reply: the oldest exchanges are dropped
+until it does, and words that do not fit even alone fail the turn with a message saying how much shorter they must
+be.
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ import torch
 from s2s.config import LLMConfig
 from s2s.devices import resolve_device, torch_dtype
 from s2s.handler import Handler
+from s2s.llm_decode import StaticDecoder, unsupported
 from s2s.messages import TextChunk, Transcript, TurnEnd, TurnFailed
 from s2s.models import check_gguf, gguf_conversion_dir, llm_model
 from s2s.text_chunker import TextChunker
@@ -42,10 +48,32 @@ log = logging.getLogger(__name__)
 Message = dict[str, str]
 """A chat message: {"role": "system" | "user" | "assistant", "content": text}."""
 
+INTERRUPTED = "[interrupted by the user]"
+"""Ends the history's copy of a reply the user talked over, after the words that were played."""
+SMALL_LLM_PARAMS = 1_000_000_000
+"""With ``llm.max_history_turns = -1`` (auto) a model of fewer parameters keeps no chat history, a larger one
+``AUTO_HISTORY_TURNS`` exchanges: SmolLM2-135M answers every later question with one of its earlier replies once
+a few of them are in the prompt (bench/results/2026-12-02-history-cpu.md)."""
+AUTO_HISTORY_TURNS = 4
 PREFILL_SLICE_S = 0.25
 """About how long one prompt slice may take (s): a stop request is seen, and progress reported, this often."""
-PREFILL_SLICE_TOKENS = (16, 256, 4096)
+PREFILL_SLICE_TOKENS = (16, 128, 4096)
 """(smallest, first, largest) slice in tokens; after each full slice the next is sized from the measured speed."""
+
+
+def static_decoder(model: torch.nn.Module, cfg: LLMConfig) -> StaticDecoder | None:
+    """The static-cache decode of a loaded model (``llm.decode = "auto"``), or None: the transformers loop. It
+    shares the model's weights (the model stays usable for conversations longer than its cache)."""
+    if cfg.decode == "transformers":
+        return None
+    reason = unsupported(model)
+    if reason is not None:
+        log.info("LLM: the transformers decode loop (the static decode does not run this model: %s)", reason)
+        return None
+    decoder = StaticDecoder(model, cfg.max_seq_len, cfg.enforce_eager, share_weights=True)
+    log.info("LLM: static decode, %d-token cache, %s", cfg.max_seq_len,
+             "CUDA graphs" if decoder.use_graphs else "eager")
+    return decoder
 
 
 class PromptTooLong(ValueError):
@@ -69,9 +97,12 @@ class ChatModel:
     """A causal LM and its tokenizer: chat messages -> streamed reply text."""
 
     def __init__(
-        self, model: torch.nn.Module, tokenizer: PreTrainedTokenizerBase, device: torch.device | str = "cpu"
+        self, model: torch.nn.Module, tokenizer: PreTrainedTokenizerBase, device: torch.device | str = "cpu",
+        decoder: StaticDecoder | None = None,
     ) -> None:
         self.model = model.eval()
+        self.decoder = decoder
+        """The static-cache decode of ``model`` (s2s.llm_decode), or None for the transformers loop."""
         self.tokenizer = tokenizer
         self.device = torch.device(device)
         if getattr(tokenizer, "chat_template", None) is None:
@@ -105,7 +136,8 @@ class ChatModel:
             raise
         if gguf_file and converted is not None:
             save_conversion(model, tokenizer, converted)
-        return cls(model.to(device), tokenizer, device)
+        model = model.to(device)
+        return cls(model, tokenizer, device, static_decoder(model, cfg))
 
     @property
     def context_tokens(self) -> int | None:
@@ -128,6 +160,9 @@ class ChatModel:
         should_stop: Callable[[], bool] = lambda: False,
     ) -> Iterator[int]:
         """Token ids of the reply to ``input_ids`` [1, T], one per forward pass, without the end token."""
+        if self.decoder is not None and input_ids.shape[1] + max_new_tokens <= self.decoder.max_seq_len:
+            yield from self._static_ids(input_ids, max_new_tokens, temperature, should_stop)
+            return
         from transformers import DynamicCache
 
         cache = DynamicCache()
@@ -148,24 +183,45 @@ class ChatModel:
             yield token
             step_ids = next_id
 
+    def _static_ids(self, input_ids: torch.Tensor, max_new_tokens: int, temperature: float,
+                    should_stop: Callable[[], bool]) -> Iterator[int]:
+        """``generate_ids`` on the static decoder: the part of the prompt its cache does not hold yet (the last
+        conversation's slots are reused as far as the prompt repeats it), in the same slices, then its steps."""
+        if should_stop():
+            return
+        self.decoder.capture(temperature)  # done at start-up for llm.temperature; another one is captured now
+        kept = self.decoder.reuse_prefix(input_ids)
+        logits = self.feed(input_ids[:, kept:], self.decoder, should_stop)  # [1, vocab]
+        if logits is not None:
+            yield from self.decoder.decode(logits[0], max_new_tokens, temperature, self.eos_ids, should_stop)
+
+    def warmup(self, messages: list[Message], temperature: float = 0.0) -> None:
+        """A few tokens at ``temperature``: allocator, kernels, first-call overheads, and the decode graphs."""
+        for _ in self.stream_text(messages, max_new_tokens=4, temperature=temperature):
+            pass
+
     def feed(
         self, ids: torch.Tensor, cache: object, should_stop: Callable[[], bool] = lambda: False
     ) -> torch.Tensor | None:
-        """Run ``ids`` [1, T] through the model into ``cache``, in slices of ``prefill_tokens`` with a
-        ``should_stop`` check between them. The float logits at the last position [1, vocab], or None if stopped."""
+        """Run ``ids`` [1, T] through the model into ``cache`` (a transformers cache, or the static decoder), in
+        slices of ``prefill_tokens`` with a ``should_stop`` check between them. The float logits at the last
+        position [1, vocab], or None if stopped."""
         low, _, high = PREFILL_SLICE_TOKENS
         start, total = 0, ids.shape[1]
         while True:
             size = min(self.prefill_tokens, total - start)
             t0 = time.monotonic()
-            out = self.model(input_ids=ids[:, start:start + size], past_key_values=cache, use_cache=True,
-                             logits_to_keep=1)
+            if isinstance(cache, StaticDecoder):
+                logits = cache.extend(ids[:, start:start + size]).unsqueeze(0)  # [1, vocab]
+            else:
+                logits = self.model(input_ids=ids[:, start:start + size], past_key_values=cache, use_cache=True,
+                                    logits_to_keep=1).logits[:, -1, :]  # [1, vocab]
             start += size
             if size == self.prefill_tokens:  # a full slice measures the speed: the next ones take PREFILL_SLICE_S
                 rate = size / max(time.monotonic() - t0, 1e-3)  # tokens/s
                 self.prefill_tokens = int(min(max(rate * PREFILL_SLICE_S, low), high))
             if start >= total:
-                return out.logits[:, -1, :].float()  # [1, vocab]
+                return logits.float()  # [1, vocab]
             if should_stop():
                 return None
 
@@ -203,11 +259,20 @@ class LLMHandler(Handler):
     """(turn id, user, assistant) of the last reply, until its turn is known to have ended well."""
 
     def setup(self) -> None:
-        self.history = deque(maxlen=self.cfg.max_history_turns)
         if self.chat_model is None:
             self.chat_model = ChatModel.load(self.cfg)
-        for _ in self.chat_model.stream_text(self.build_messages("Hello."), max_new_tokens=4):
-            pass  # warm-up: allocator, kernels, first-call overheads
+        self.history = deque(maxlen=self.history_turns())
+        self.chat_model.warmup(self.build_messages("Hello."), self.cfg.temperature)
+
+    def history_turns(self) -> int:
+        """``llm.max_history_turns``, or for -1 (auto) the number that suits the model's size."""
+        if self.cfg.max_history_turns >= 0:
+            return self.cfg.max_history_turns
+        params = sum(p.numel() for p in self.chat_model.model.parameters())
+        turns = 0 if params < SMALL_LLM_PARAMS else AUTO_HISTORY_TURNS
+        log.info("LLM: %.2fB parameters: %d exchanges of chat history (llm.max_history_turns = -1, auto)",
+                 params / 1e9, turns)
+        return turns
 
     def build_messages(self, user_text: str) -> list[Message]:
         """System prompt, the remembered exchanges (the newest that fit: see ``prompt_limit``), and the user's
@@ -261,7 +326,7 @@ class LLMHandler(Handler):
             log.warning("LLM: turn %d: %s", turn_id, exc)
             yield TurnFailed(turn_id=turn_id, stage=self.name, error=str(exc))
             return
-        chunker = TextChunker(self.cfg.min_chunk_chars)
+        chunker = TextChunker(self.cfg.min_chunk_chars, self.cfg.first_chunk_words)
         reply: list[str] = []
         index = 0
         deltas = self.chat_model.stream_text(messages, self.cfg.max_new_tokens, self.cfg.temperature, should_stop)
@@ -276,6 +341,7 @@ class LLMHandler(Handler):
             return
         if not self.turns.is_open(turn_id):
             log.info("LLM: turn %d closed during generation; the rest of the reply is dropped", turn_id)
+            self._unconfirmed = (turn_id, item.text, "".join(reply).strip())  # interrupted: what was played counts
             yield TurnEnd(turn_id)
             return
         for text in chunker.flush():
@@ -298,6 +364,12 @@ class LLMHandler(Handler):
         if self._unconfirmed is None:
             return
         turn_id, user, assistant = self._unconfirmed
+        heard = self.turns.heard(turn_id)
+        if heard is not None or self.turns.interrupted(turn_id):  # the sink may not have ended it yet: none heard
+            self.history.append((user, f"{heard} {INTERRUPTED}" if heard else INTERRUPTED))
+            log.info("LLM: turn %d was interrupted; the history keeps what was played: %r", turn_id, heard or "")
+            self._unconfirmed = None
+            return
         record = next((r for r in reversed(self.turns.records) if r["turn"] == turn_id), None)
         ended_well = record["error"] is None if record is not None else self.turns.is_open(turn_id)
         if ended_well and assistant:

@@ -4,6 +4,12 @@ The segment already went through the VAD, so faster-whisper's own VAD filter is 
 CUDA when CTranslate2 sees a CUDA device (PyPI's aarch64 wheels are CPU-only; see JETSON_SETUP.md), else the CPU
 with int8 weights. ``language = "auto"`` lets Whisper detect the language, which is passed on to the LLM and TTS.
 An utterance that gives no words (silence, breathing, "[BLANK_AUDIO]", "(music)") ends the turn with no reply.
+
+Early transcription: a ``SpeculativeSegment`` (the VAD's utterance so far, at the first ``vad.early_stt_ms`` of
+silence) is transcribed and kept, unless something newer already waits in the queue. When the utterance's
+SpeechSegment comes with the same start and end of speech (the user said nothing more), that transcript is used
+as it is; otherwise it is dropped and the segment transcribed. A speculative transcript is never sent on by itself,
+so one that is dropped never reaches the LLM or its history.
 """
 
 from __future__ import annotations
@@ -18,8 +24,8 @@ import numpy as np
 from s2s.audio import SPEECH_RATE
 from s2s.config import STTConfig
 from s2s.devices import resolve_device
-from s2s.handler import Handler
-from s2s.messages import SpeechSegment, Transcript, TurnEnd
+from s2s.handler import Handler, Wiring
+from s2s.messages import SpeculativeSegment, SpeechSegment, Transcript, TurnEnd
 from s2s.models import whisper_model
 
 if TYPE_CHECKING:
@@ -53,6 +59,15 @@ class STTHandler(Handler):
     cfg: STTConfig
     model: WhisperModel | None = None
     """Loaded by ``setup`` (tests may inject a loaded one)."""
+    speculation: tuple[float, float, str, str | None] | None = None
+    """(start_s, end_s, text, language) of the last speculative transcript, until a SpeechSegment comes."""
+    speculative_counts: dict[str, int]
+    """How many speculative transcripts were "used", "dropped" (speech went on) or "skipped" (a newer item
+    waited): read by tests and bench/e2e.py."""
+
+    def __init__(self, wiring: Wiring, cfg: STTConfig) -> None:
+        super().__init__(wiring, cfg)
+        self.speculative_counts = {"used": 0, "dropped": 0, "skipped": 0}
 
     def setup(self) -> None:
         if self.model is None:
@@ -66,28 +81,54 @@ class STTHandler(Handler):
 
     def transcribe(self, audio: np.ndarray) -> tuple[str, str | None]:
         """(text, language) of 16 kHz mono float32 audio; the text is "" when it holds no words."""
+        segments, info = self.segments(audio)
+        text = " ".join(segment.text.strip() for segment in segments).strip()
+        return ("" if is_noise(text) else text), info.language
+
+    def segments(self, audio: np.ndarray, language: str | None = None, prompt: str = "",
+                 temperature: float | None = None, timestamps: bool = False,
+                 words: bool = False) -> tuple[list, object]:
+        """faster-whisper's segments of 16 kHz mono float32 audio (decoded now, a list) and its info.
+        ``language`` None = the [stt] language; ``prompt`` = text that precedes the audio (names, spelling);
+        ``temperature`` None = faster-whisper's fallback schedule; ``timestamps`` = segment times, ``words`` = word
+        times too."""
         assert self.model is not None, "STTHandler.setup() was not called"
-        language = None if self.cfg.language == "auto" else self.cfg.language
+        if language is None:
+            language = None if self.cfg.language == "auto" else self.cfg.language
+        options = {} if temperature is None else {"temperature": temperature}
         segments, info = self.model.transcribe(
             audio,
             language=language,
             beam_size=self.cfg.beam_size,
             vad_filter=False,
             condition_on_previous_text=False,
-            without_timestamps=True,
+            without_timestamps=not (timestamps or words),
+            word_timestamps=words,
+            initial_prompt=prompt or None,
+            **options,
         )
-        texts = []
+        found = []
         for segment in segments:  # decoding happens while iterating; faster-whisper skips segments it rates
             if self.stop_event.is_set():  # as non-speech (no_speech_threshold with log_prob_threshold)
                 break
-            texts.append(segment.text.strip())
-        text = " ".join(texts).strip()
-        return ("" if is_noise(text) else text), info.language
+            found.append(segment)
+        return found, info
 
     def process(self, item: object) -> Iterator[object]:
+        if isinstance(item, SpeculativeSegment):
+            self.speculate(item)
+            return
         if not isinstance(item, SpeechSegment):
             raise TypeError(f"the STT stage takes SpeechSegment items, not {type(item).__name__}")
-        text, language = self.transcribe(item.audio)
+        guess, self.speculation = self.speculation, None
+        if guess is not None and guess[:2] == (item.start_s, item.end_s):
+            self.speculative_counts["used"] += 1
+            text, language = guess[2:]
+            log.debug("STT: turn %d: the speculative transcript holds", item.turn_id)
+        else:
+            if guess is not None:
+                self.speculative_counts["dropped"] += 1
+            text, language = self.transcribe(item.audio)
         self.turns.mark(item.turn_id, "transcript_ready")
         if not text:
             log.info("STT: turn %d: no words in %.1f s of audio; no reply", item.turn_id,
@@ -96,3 +137,16 @@ class STTHandler(Handler):
             return
         log.info("STT: turn %d: %r (%s)", item.turn_id, text, language)
         yield Transcript(turn_id=item.turn_id, text=text, language=language)
+
+    def speculate(self, item: SpeculativeSegment) -> None:
+        """Transcribe the utterance so far and keep it for its SpeechSegment; skipped when a newer item (a later
+        guess, or the segment itself) already waits, since this one could not be used then."""
+        if self.speculation is not None:
+            self.speculative_counts["dropped"] += 1  # the user spoke on after the earlier pause
+        self.speculation = None
+        if self.in_queue is not None and not self.in_queue.empty():
+            self.speculative_counts["skipped"] += 1
+            return
+        text, language = self.transcribe(item.audio)
+        self.speculation = (item.start_s, item.end_s, text, language)
+        log.debug("STT: speculative transcript of %.2f-%.2f s: %r", item.start_s, item.end_s, text)

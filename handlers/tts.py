@@ -12,9 +12,10 @@ from s2s.tts_engine import TTSEngine
 log = logging.getLogger(__name__)
 
 
-def auto_engine(cfg: TTSConfig) -> TTSEngine:
-    """``qwen3`` with the checkpoint ``tts.model`` names (or setup.sh downloaded), else the embedded Piper voice."""
+def auto_engine(cfg: TTSConfig, voice_required: bool = True) -> TTSEngine:
+    """``qwen3`` with the checkpoint ``tts.model`` names (or setup.sh downloaded), else the embedded Piper voice.
+    ``voice_required`` goes to ``qwen3`` (see ``s2s.tts_engine.make_engine``)."""
     if qwen3_checkpoint(cfg.model) is None:
         log.info("tts.backend = auto: no Qwen3-TTS checkpoint, speaking with Piper")
         return registry.load("tts", "piper")(cfg)
-    return registry.load("tts", "qwen3")(cfg)
+    return registry.load("tts", "qwen3")(cfg, voice_required=voice_required)

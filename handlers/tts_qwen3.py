@@ -15,7 +15,7 @@ import json
 import logging
 import threading
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +24,7 @@ from s2s.config import TTSConfig
 from s2s.devices import resolve_device, torch_dtype
 from s2s.models import qwen3_checkpoint
 from s2s.qwen3_tts.options import SAMPLE_RATE, takes_instruct
+from s2s.tts_engine import VoiceRequest
 
 log = logging.getLogger(__name__)
 
@@ -67,19 +68,17 @@ def read_checkpoint_config(checkpoint: Path) -> dict:
         raise ValueError(f"{path} is not a readable Qwen3-TTS config ({exc}); check tts.model") from None
 
 
-def choose_voice(cfg: TTSConfig, checkpoint: Path) -> Qwen3Voice:
-    """The voice the [tts] settings ask for, or ValueError / FileNotFoundError saying which setting to change."""
+def choose_voice(cfg: TTSConfig, checkpoint: Path, voice_required: bool = True) -> Qwen3Voice:
+    """The voice the [tts] settings ask for, or ValueError / FileNotFoundError saying which setting to change.
+    ``voice_required=False``: a Base checkpoint without a reference gets a voice without one (every request must
+    then bring its clone voice)."""
     config = read_checkpoint_config(checkpoint)
     kind = config.get("tts_model_type")
     if kind not in KINDS:
         raise ValueError(f"{checkpoint}/config.json has tts_model_type {kind!r}; supported: {', '.join(KINDS)}")
     talker = config.get("talker_config", {})
     languages = ["auto"] + [name for name in talker.get("codec_language_id", {}) if "dialect" not in name]
-    language = cfg.language.strip().lower()
-    language = LANGUAGE_CODES.get(language, language)
-    if language not in languages:
-        raise ValueError(f"tts.language = {cfg.language!r} is not a language of {checkpoint.name}; "
-                         f"use one of: {', '.join(languages)} (or a code: {', '.join(LANGUAGE_CODES)})")
+    language = check_language(cfg.language, languages, f"tts.language = {cfg.language!r}", checkpoint.name)
     if kind == "custom_voice":
         return Qwen3Voice(kind, language, speaker=_choose_speaker(cfg, checkpoint, list(talker.get("spk_id", {}))),
                           instruct=_instruct_for(cfg, config))
@@ -91,7 +90,17 @@ def choose_voice(cfg: TTSConfig, checkpoint: Path) -> Qwen3Voice:
             raise ValueError(f"{checkpoint.name} is a VoiceDesign checkpoint: set tts.instruct to a description "
                              f"of the voice (e.g. \"a calm, low female voice\")")
         return Qwen3Voice(kind, language, instruct=cfg.instruct.strip())
-    return _clone_voice(cfg, checkpoint, language)
+    return _clone_voice(cfg, checkpoint, language, voice_required)
+
+
+def check_language(value: str, languages: list[str], what: str, model: str) -> str:
+    """``value`` (a language name or ISO 639-1 code) as one of ``languages``, or ValueError naming ``what``."""
+    language = value.strip().lower()
+    language = LANGUAGE_CODES.get(language, language)
+    if language not in languages:
+        raise ValueError(f"{what} is not a language of {model}; use one of: {', '.join(languages)} "
+                         f"(or a code: {', '.join(LANGUAGE_CODES)})")
+    return language
 
 
 def _choose_speaker(cfg: TTSConfig, checkpoint: Path, speakers: list[str]) -> str:
@@ -112,11 +121,13 @@ def _instruct_for(cfg: TTSConfig, config: dict) -> str:
     return cfg.instruct.strip()
 
 
-def _clone_voice(cfg: TTSConfig, checkpoint: Path, language: str) -> Qwen3Voice:
+def _clone_voice(cfg: TTSConfig, checkpoint: Path, language: str, voice_required: bool) -> Qwen3Voice:
     for key in ("voice_prompt", "ref_audio"):
         value = getattr(cfg, key)
         if value and not Path(value).expanduser().is_file():
             raise FileNotFoundError(f"tts.{key} = {value!r} does not exist; give an existing file")
+    if not cfg.voice_prompt and not cfg.ref_audio and not voice_required:
+        return Qwen3Voice("base", language)
     if not cfg.voice_prompt and not cfg.ref_audio:
         raise ValueError(f"{checkpoint.name} is a Base (voice clone) checkpoint: set tts.ref_audio to a reference "
                          f"WAV (and tts.ref_text to its transcript) or tts.voice_prompt to a saved voice prompt")
@@ -142,14 +153,19 @@ def engine_device(cfg: TTSConfig) -> tuple[str, object]:
 
 
 class Qwen3Engine:
-    """``TTSEngine`` over the fast engine ``s2s.qwen3_tts.Qwen3TTS`` (static KV cache, CUDA graphs on a GPU)."""
+    """``VoiceEngine`` over the fast engine ``s2s.qwen3_tts.Qwen3TTS`` (static KV cache, CUDA graphs on a GPU).
+
+    Every request speaks ``self.voice`` (from [tts]) unless it brings a ``VoiceRequest``: a speaker (CustomVoice),
+    instructions (VoiceDesign, CustomVoice 1.7B), a language, or a clone voice (Base).
+    """
 
     name = "qwen3"
     sample_rate = SAMPLE_RATE
 
-    def __init__(self, cfg: TTSConfig, checkpoint: Path) -> None:
+    def __init__(self, cfg: TTSConfig, checkpoint: Path, voice_required: bool = True) -> None:
         self.cfg = cfg
-        self.voice = choose_voice(cfg, checkpoint)
+        self.checkpoint = checkpoint
+        self.voice = choose_voice(cfg, checkpoint, voice_required)
         from s2s.qwen3_tts import Qwen3TTS
 
         device, dtype = engine_device(cfg)
@@ -158,13 +174,75 @@ class Qwen3Engine:
             enforce_eager=cfg.enforce_eager, compile=cfg.compile,
         )
         self.sampling = cfg.sampling()
-        self.clone_prompt = self._load_clone_prompt() if self.voice.kind == "base" else None
+        has_reference = bool(self.voice.voice_prompt or self.voice.ref_audio)
+        self.clone_prompt = self._load_clone_prompt() if has_reference else None
         log.info("qwen3 engine: %s (%s) on %s, voice %s", checkpoint.name, self.voice.kind, device,
                  self.voice.speaker or self.voice.kind)
 
     @classmethod
-    def from_config(cls, cfg: TTSConfig) -> Qwen3Engine:
-        return cls(cfg, find_checkpoint(cfg))
+    def from_config(cls, cfg: TTSConfig, voice_required: bool = True) -> Qwen3Engine:
+        return cls(cfg, find_checkpoint(cfg), voice_required)
+
+    # -- per-request voices (s2s.tts_engine.VoiceEngine) ----------------------------------------------------
+    @property
+    def takes_instructions(self) -> bool:
+        return self.voice.kind == "voice_design" or (self.voice.kind == "custom_voice"
+                                                     and takes_instruct(self.engine.model_size))
+
+    @property
+    def can_clone(self) -> bool:
+        return self.voice.kind == "base"
+
+    def speakers(self) -> list[str]:
+        return self.engine.speakers if self.voice.kind == "custom_voice" else []
+
+    def languages(self) -> list[str]:
+        return self.engine.languages
+
+    def make_clone(self, samples: np.ndarray, rate: int, transcript: str = ""):
+        """A ``VoicePrompt`` (in-context with a transcript, x-vector only without)."""
+        transcript = transcript.strip()
+        return self.engine.create_voice_prompt((np.asarray(samples, dtype=np.float32), int(rate)),
+                                               ref_text=transcript or None, xvec_only=not transcript)
+
+    def save_clone(self, clone, path: Path) -> None:
+        clone.save(path)
+
+    def load_clone(self, path: Path):
+        from s2s.qwen3_tts import VoicePrompt
+
+        clone = VoicePrompt.load(path)
+        width = self.engine.talker.w.codec_embedding.shape[1]
+        if clone.speaker_embedding.shape[-1] != width:
+            raise ValueError(f"{path.name} was made with another checkpoint (speaker embedding of "
+                             f"{clone.speaker_embedding.shape[-1]}, this one has {width}): upload the voice again")
+        return clone
+
+    def _request_voice(self, request: VoiceRequest | None) -> tuple[Qwen3Voice, object]:
+        """(voice, clone prompt) for one request: the configured voice with what ``request`` changes."""
+        v, clone = self.voice, self.clone_prompt
+        if request is not None:
+            changes = {}
+            if request.language:
+                changes["language"] = check_language(request.language, self.languages(),
+                                                     f"language {request.language!r}", self.checkpoint.name)
+            if request.speaker:
+                speaker = request.speaker.strip().lower()
+                if speaker not in self.speakers():
+                    raise ValueError(f"{request.speaker!r} is not a speaker of {self.checkpoint.name}; use one of: "
+                                     f"{', '.join(self.speakers()) or 'none (it has no named speakers)'}")
+                changes["speaker"] = speaker
+            if request.instructions.strip() and self.takes_instructions:
+                changes["instruct"] = request.instructions.strip()
+            v = replace(v, **changes)
+            if request.clone is not None:
+                if not self.can_clone:
+                    raise ValueError(f"clone voices need a Base checkpoint; {self.checkpoint.name} is {v.kind}")
+                clone = request.clone
+        if v.kind == "base" and clone is None:
+            raise ValueError(f"{self.checkpoint.name} is a Base (voice clone) checkpoint without a voice of its own: "
+                             "name a saved clone voice, or set tts.ref_audio (and tts.ref_text)")
+        return v, clone
 
     def _load_clone_prompt(self):
         if self.voice.voice_prompt:
@@ -174,26 +252,32 @@ class Qwen3Engine:
         return self.engine.create_voice_prompt(self.voice.ref_audio, ref_text=self.voice.ref_text or None,
                                                xvec_only=not self.voice.ref_text)
 
-    def prompt(self, text: str):
+    def prompt(self, text: str, voice: VoiceRequest | None = None):
         """The engine prompt for one request, built as the checkpoint kind requires."""
-        v = self.voice
+        v, clone = self._request_voice(voice)
         if v.kind == "custom_voice":
             return self.engine.prompt_custom_voice(text, v.speaker, language=v.language, instruct=v.instruct)
         if v.kind == "voice_design":
             return self.engine.prompt_voice_design(text, v.instruct, language=v.language)
-        return self.engine.prompt_voice_clone(text, self.clone_prompt, language=v.language)
+        return self.engine.prompt_voice_clone(text, clone, language=v.language)
 
     def warmup(self) -> None:
         """Capture the graphs (CUDA: talker, predictor, codec decoder per chunk size), then one short request
-        through every stage: prompt, prefill, decode loop, streaming decoder."""
+        through every stage: prompt, prefill, decode loop, streaming decoder (not for a Base checkpoint without
+        a voice of its own)."""
         self.engine.warmup(self.sampling, chunk_sizes=(self.cfg.first_chunk_size, self.cfg.chunk_size))
-        for _ in self._stream(WARMUP_TEXT, WARMUP_FRAMES + 1, None):
+        if self.voice.kind == "base" and self.clone_prompt is None:
+            return
+        for _ in self._stream(WARMUP_TEXT, WARMUP_FRAMES + 1, None, None):
             pass
 
-    def synthesize(self, text: str, cancel: threading.Event | None = None) -> Iterator[np.ndarray]:
-        return self._stream(text, self.cfg.max_new_tokens or None, cancel)
+    def synthesize(self, text: str, cancel: threading.Event | None = None,
+                   voice: VoiceRequest | None = None) -> Iterator[np.ndarray]:
+        """The configured voice, or the one ``voice`` asks for (ValueError, at once, for one it cannot speak)."""
+        return self._stream(text, self.cfg.max_new_tokens or None, cancel, voice)
 
-    def _stream(self, text: str, max_new_tokens: int | None, cancel: threading.Event | None) -> Iterator[np.ndarray]:
-        return self.engine.stream(self.prompt(text), self.sampling, chunk_size=self.cfg.chunk_size,
+    def _stream(self, text: str, max_new_tokens: int | None, cancel: threading.Event | None,
+                voice: VoiceRequest | None) -> Iterator[np.ndarray]:
+        return self.engine.stream(self.prompt(text, voice), self.sampling, chunk_size=self.cfg.chunk_size,
                                   first_chunk_size=self.cfg.first_chunk_size, max_new_tokens=max_new_tokens,
                                   cancel=cancel)

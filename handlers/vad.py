@@ -8,10 +8,20 @@ Two parts:
   (pre-roll) and the triggering frame. While speaking, frames above ``threshold - 0.15`` continue the speech
   (hysteresis); ``min_silence_ms`` of quieter frames end it. The utterance keeps ``speech_pad_ms`` after its last
   voiced frame, is dropped if its voiced span is shorter than ``min_speech_ms``, and is cut (and sent) when it
-  reaches ``max_utterance_s``. The model's recurrent state is reset after every utterance.
+  reaches ``max_utterance_s``. The model's recurrent state is reset after every utterance. Early transcription:
+  when the silence after the last voiced frame first reaches ``early_stt_ms`` (less than ``min_silence_ms``), the
+  utterance so far goes out as a ``SpeculativeSegment`` (no turn), for the STT to transcribe while the VAD waits
+  for the end of speech.
 * ``VADHandler``: the pipeline stage. It runs Silero (TorchScript, or ONNX with ``vad.onnx``) under
   ``torch.inference_mode()``, opens a turn for each utterance, and drops frames (resetting the detector) while the
   turn bookkeeping says the assistant is not listening (half-duplex).
+
+Full duplex (``turns.half_duplex`` off; the frames carry the far end when an echo canceller runs): the microphone
+is never muted. Every frame also goes to the barge-in detector (``s2s.barge_in``), which sees the echo-cancelled
+audio, Silero's probability and the far end. When it finds enough of the user's speech while a turn is open, that
+turn is interrupted (``turns.interrupt``: its generation and playback stop) and the utterance in progress, pre-roll
+included, becomes the next turn when it ends. An utterance heard while the assistant thinks or speaks becomes a turn
+only that way: a backchannel, a cough or the assistant's own echo are dropped.
 """
 
 from __future__ import annotations
@@ -20,7 +30,7 @@ import logging
 import dataclasses
 import math
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -28,9 +38,10 @@ import numpy as np
 import torch
 
 from s2s.audio import SPEECH_RATE, resample
+from s2s.barge_in import FAR_ACTIVE_DB, TAIL_S, BargeIn, BargeInDetector, db
 from s2s.config import VADConfig
 from s2s.handler import Handler
-from s2s.messages import AudioFrame, SpeechSegment
+from s2s.messages import AudioFrame, SpeculativeSegment, SpeechSegment
 
 log = logging.getLogger(__name__)
 
@@ -55,24 +66,32 @@ class _Frame:
     """Stream time of the first sample."""
     t_end: float
     """Monotonic capture time of the last sample."""
+    far: np.ndarray | None = None
+    """The far end that played meanwhile (full duplex), [FRAME_SAMPLES]."""
 
 
 class UtteranceDetector:
-    """``__call__(samples, stream_time, t_captured) -> [SpeechSegment]`` per audio block (turn_id 0: the handler
-    opens the turn); ``flush()`` at end of input."""
+    """``__call__(samples, stream_time, t_captured, far_end=None) -> [SpeechSegment]`` per audio block (turn_id 0:
+    the handler opens the turn); ``flush()`` at end of input. ``on_frame(frame, probability)``, if set, sees every
+    frame with its speech probability (the far end framed along with the audio)."""
 
     def __init__(self, cfg: VADConfig, model: SpeechModel) -> None:
         self.model = model
         self.threshold = cfg.threshold
         self.min_speech_s = cfg.min_speech_ms / 1000
         self.min_silence_frames = math.ceil(cfg.min_silence_ms / 1000 / FRAME_S)
+        early = math.ceil(cfg.early_stt_ms / 1000 / FRAME_S)
+        self.early_frames = early if 0 < early < self.min_silence_frames else 0
+        """Silent frames after which the utterance so far is sent as a SpeculativeSegment (0 = never)."""
         self.pad_frames = math.ceil(cfg.speech_pad_ms / 1000 / FRAME_S)
         self.max_frames = max(1, int(cfg.max_utterance_s / FRAME_S))
+        self.on_frame: Callable[[_Frame, float], None] | None = None
         self.reset()
 
     def reset(self) -> None:
         """Forget all audio and the model state (e.g. while the microphone is muted)."""
         self._pending = np.zeros(0, dtype=np.float32)  # [< FRAME_SAMPLES] samples not yet framed
+        self._pending_far = np.zeros(0, dtype=np.float32)  # [len(_pending)] their far end (full duplex)
         self._pending_start = 0.0
         self._preroll: deque[_Frame] = deque(maxlen=self.pad_frames)
         self._frames: list[_Frame] = []
@@ -86,12 +105,18 @@ class UtteranceDetector:
     def in_speech(self) -> bool:
         return bool(self._frames)
 
-    def __call__(self, samples: np.ndarray, stream_time: float, t_captured: float) -> list[SpeechSegment]:
+    def __call__(self, samples: np.ndarray, stream_time: float, t_captured: float,
+                 far_end: np.ndarray | None = None) -> list[SpeechSegment | SpeculativeSegment]:
         """Feed a block of 16 kHz mono float32 audio whose first sample is at ``stream_time`` and whose last sample
-        was captured at monotonic time ``t_captured``. Returns the utterances that ended in it."""
+        was captured at monotonic time ``t_captured`` (``far_end``: what played meanwhile, same length). Returns the
+        utterances that ended in it."""
         if self._pending.size == 0:
             self._pending_start = stream_time
         audio = np.concatenate([self._pending, np.asarray(samples, dtype=np.float32).reshape(-1)])  # [n]
+        far = None
+        if far_end is not None or self._pending_far.size:
+            block_far = np.zeros(audio.size - self._pending.size, dtype=np.float32) if far_end is None else far_end
+            far = np.concatenate([self._pending_far, np.asarray(block_far, dtype=np.float32).reshape(-1)])  # [n]
         n_frames = audio.size // FRAME_SAMPLES
         utterances = []
         for k in range(n_frames):
@@ -100,11 +125,13 @@ class UtteranceDetector:
                 samples=audio[k * FRAME_SAMPLES:(k + 1) * FRAME_SAMPLES],  # [FRAME_SAMPLES]
                 start_s=self._pending_start + k * FRAME_S,
                 t_end=t_captured - samples_after / SPEECH_RATE,
+                far=None if far is None else far[k * FRAME_SAMPLES:(k + 1) * FRAME_SAMPLES],
             )
             utterance = self._step(frame)
             if utterance is not None:
                 utterances.append(utterance)
         self._pending = audio[n_frames * FRAME_SAMPLES:].copy()
+        self._pending_far = np.zeros(0, dtype=np.float32) if far is None else far[n_frames * FRAME_SAMPLES:].copy()
         self._pending_start += n_frames * FRAME_S
         return utterances
 
@@ -114,8 +141,10 @@ class UtteranceDetector:
         self.reset()
         return [utterance] if utterance is not None else []
 
-    def _step(self, frame: _Frame) -> SpeechSegment | None:
+    def _step(self, frame: _Frame) -> SpeechSegment | SpeculativeSegment | None:
         probability = self.model(frame.samples)
+        if self.on_frame is not None:
+            self.on_frame(frame, probability)
         if not self._frames:
             if probability >= self.threshold:
                 self._frames = [*self._preroll, frame]
@@ -134,7 +163,18 @@ class UtteranceDetector:
             self._silent_run += 1
         if self._silent_run >= self.min_silence_frames or len(self._frames) >= self.max_frames:
             return self._end()
+        if self._silent_run == self.early_frames and self._silent_run:
+            return self._speculative()
         return None
+
+    def _speculative(self) -> SpeculativeSegment | None:
+        """The open utterance so far (as ``_end`` would cut it now), or None if its speech is still too short."""
+        first, last = self._frames[self._first_voiced], self._frames[self._last_voiced]
+        if last.start_s + FRAME_S - first.start_s < self.min_speech_s:
+            return None
+        keep = self._frames[:self._last_voiced + 1 + self.pad_frames]
+        return SpeculativeSegment(audio=np.concatenate([f.samples for f in keep]),  # [len(keep) * FRAME_SAMPLES]
+                                  start_s=keep[0].start_s, end_s=last.start_s + FRAME_S)
 
     def _end(self) -> SpeechSegment | None:
         """Close the open utterance: the SpeechSegment, or None if its speech was too short. Frames after the
@@ -177,16 +217,31 @@ class SileroSpeechModel:
         self._model.reset_states()
 
 
+@dataclass(frozen=True)
+class Interruption:
+    """A barge-in that interrupted turns (kept for test harnesses and benchmarks: ``VADHandler.interruptions``)."""
+
+    barge_in: BargeIn
+    """Stream times of the user's speech onset and of the decision."""
+    turn_ids: tuple[int, ...]
+    """The turns it interrupted."""
+
+
 class VADHandler(Handler):
-    """AudioFrame -> SpeechSegment; each segment opens a turn (``turns.begin``)."""
+    """AudioFrame -> SpeechSegment; each segment opens a turn (``turns.begin``). Full duplex: barge-in."""
 
     name = "vad"
     cfg: VADConfig
     model: SpeechModel | None = None
     """Injected for tests; Silero is loaded by ``setup`` otherwise."""
     detector: UtteranceDetector | None = None
+    barge_in: BargeInDetector | None = None
     _muted = False
     _warned_rate = False
+    _confirmed_s: float | None = None
+    """Full duplex: stream time of the onset of the last user speech the barge-in detector confirmed."""
+    _far_heard_s = -math.inf
+    """Full duplex: stream time of the end of the last frame during which the far end played."""
 
     def setup(self) -> None:
         if self.model is None:
@@ -196,6 +251,11 @@ class VADHandler(Handler):
         for _ in range(3):
             self.model(silence)
         self.detector = UtteranceDetector(self.cfg, self.model)
+        self.interruptions: list[Interruption] = []
+        if not self.turns.half_duplex:
+            self.barge_in = BargeInDetector(self.cfg.barge_in_min_speech_ms, self.cfg.barge_in_threshold,
+                                            self.cfg.echo_margin_db)
+            self.detector.on_frame = self._barge_in_frame
 
     def process(self, item: object) -> Iterator[object]:
         if not isinstance(item, AudioFrame):
@@ -208,7 +268,14 @@ class VADHandler(Handler):
                 log.debug("VAD: muted while the assistant replies")
             return
         self._muted = False
-        for utterance in self.detector(self._samples_16k(item), item.stream_time, item.t_captured):
+        far_end = item.far_end if item.sample_rate == SPEECH_RATE else None
+        for utterance in self.detector(self._samples_16k(item), item.stream_time, item.t_captured, far_end):
+            if isinstance(utterance, SpeculativeSegment):
+                if not self.turns.open_turns():  # full duplex: no early work for speech over the assistant
+                    yield utterance
+                continue
+            if not self._wanted(utterance):
+                continue
             yield self._open_turn(utterance)
             if not self.turns.listening:  # half-duplex: audio after the utterance is not listened to
                 self.detector.reset()
@@ -219,7 +286,8 @@ class VADHandler(Handler):
         if self.detector is None or not self.turns.listening:
             return
         for utterance in self.detector.flush():
-            yield self._open_turn(utterance)
+            if self._wanted(utterance):
+                yield self._open_turn(utterance)
 
     def _samples_16k(self, frame: AudioFrame) -> np.ndarray:
         if frame.sample_rate == SPEECH_RATE:
@@ -230,8 +298,40 @@ class VADHandler(Handler):
                         frame.sample_rate)
         return resample(frame.samples, frame.sample_rate, SPEECH_RATE)
 
+    def _barge_in_frame(self, frame: _Frame, probability: float) -> None:
+        """Full duplex, every frame: the barge-in detector; when it confirms the user's speech, interrupt the open
+        turns."""
+        if frame.far is not None and db(float(np.max(np.abs(frame.far))) ** 2) > FAR_ACTIVE_DB:
+            self._far_heard_s = frame.start_s + FRAME_S
+        found = self.barge_in(frame.samples, probability, frame.start_s, frame.far)
+        if found is None:
+            return
+        self._confirmed_s = found.onset_s
+        t_onset = frame.t_end - (found.decided_s - found.onset_s)  # monotonic capture time of the onset
+        interrupted = tuple(t for t in self.turns.open_turns() if self.turns.interrupt(t, t_onset))
+        if interrupted:
+            self.interruptions.append(Interruption(found, interrupted))
+            log.info("VAD: barge-in at %.2f s (%.0f ms of speech from %.2f s) interrupts turn %s", found.decided_s,
+                     found.speech_s * 1000, found.onset_s, ", ".join(map(str, interrupted)))
+
+    def _wanted(self, utterance: SpeechSegment) -> bool:
+        """Half duplex: every utterance. Full duplex: one the barge-in detector confirmed, or one heard while the
+        assistant neither thought nor spoke."""
+        if self.turns.half_duplex:
+            return True
+        confirmed, self._confirmed_s = self._confirmed_s, None
+        if confirmed is not None and utterance.start_s - FRAME_S <= confirmed <= utterance.end_s:
+            return True
+        busy = self.turns.open_turns() or self._far_heard_s >= utterance.start_s - TAIL_S
+        if busy:
+            log.info("VAD: %.2f-%.2f s was not enough to interrupt the assistant; ignored", utterance.start_s,
+                     utterance.end_s)
+            return False
+        return True
+
     def _open_turn(self, utterance: SpeechSegment) -> SpeechSegment:
         turn_id = self.turns.new_id()
         self.turns.begin(turn_id, utterance.t_speech_end)
+        self.turns.mark(turn_id, "speech_end_decided")
         log.info("VAD: utterance %.2f-%.2f s -> turn %d", utterance.start_s, utterance.end_s, turn_id)
         return dataclasses.replace(utterance, turn_id=turn_id)

@@ -4,7 +4,7 @@
     s2s run [--input WAV|FOLDER] [--text TEXT] [--output WAV]   the assistant (microphone and speaker by default)
     s2s say TEXT -o OUT.wav                                     text to speech alone
     s2s check                                                   what is installed, found and patched
-    s2s service ... / s2s build-checkpoint ...                  registered when their modules are present
+    s2s service / build-checkpoint / serve / wyoming ...        registered when their modules are present
 
 Exit status: 0 done, 1 a failure at start (the message says what to do), 2 a configuration or usage error.
 """
@@ -30,6 +30,8 @@ log = logging.getLogger("s2s")
 OPTIONAL_COMMANDS = {
     "service": ("s2s.service", "install, remove or inspect the systemd service"),
     "build-checkpoint": ("s2s.checkpoint_builder", "write a random-weight Qwen3-TTS checkpoint (tests, benchmarks)"),
+    "serve": ("s2s.server.serve", "OpenAI-compatible speech server (/v1/audio/speech, /v1/audio/transcriptions)"),
+    "wyoming": ("s2s.server.wyoming_service", "Wyoming TTS and STT services for Home Assistant"),
 }
 """Subcommand -> (module with add_parser(subparsers) and main(args), help). Imported only when used."""
 
@@ -135,7 +137,7 @@ def say(config: Config, text: str, output: str) -> int:
 
 # ---- s2s check -------------------------------------------------------------------------------------------------
 CHECKED_PACKAGES = ("torch", "numpy", "transformers", "accelerate", "faster-whisper", "ctranslate2", "silero-vad",
-                    "onnxruntime", "piper-tts", "qwen-tts", "sounddevice", "soundfile", "scipy")
+                    "onnxruntime", "piper-tts", "qwen-tts", "sounddevice", "soundfile", "scipy", "livekit")
 
 
 def check(config: Config) -> int:
@@ -143,9 +145,8 @@ def check(config: Config) -> int:
     numpy-abi patch refuses this numpy."""
     from s2s.audio_devices import AudioDeviceError, import_sounddevice, list_devices
     from s2s.models import MISSING, describe_models
-    from s2s.pipeline import check_backends
 
-    check_backends(config)  # an unknown backend is a configuration error (exit status 2), as for `s2s run`
+    registry.check_backends(config)  # an unknown backend is a configuration error (exit status 2), as for `s2s run`
 
     print(f"s2s-edge {__version__}, Python {platform.python_version()} on {platform.machine()}")
     print("\npackages:")
@@ -190,7 +191,17 @@ def check(config: Config) -> int:
         return 1
     for status in statuses:
         print(f"  {status.name:18} {'applied' if status.applied else 'not needed'}: {status.detail}")
-    return 1 if any(status == MISSING for _, _, status in rows) else 0
+
+    from s2s.aec import check_canceller  # numpy and scipy: only once the numpy check has passed
+
+    print("\necho cancellation (full duplex):")
+    aec_loads, aec_line = check_canceller(config.aec)
+    print(f"  {aec_line}")
+    full = config.pipeline.duplex == "full"
+    print(f"  duplex = {config.pipeline.duplex!r}" + ("" if aec_loads or not full else
+                                                    ': `s2s run` will refuse to start; set duplex = "half"'))
+
+    return 1 if any(status == MISSING for _, _, status in rows) or (full and not aec_loads) else 0
 
 
 def _cuda_summary() -> str:

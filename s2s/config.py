@@ -28,6 +28,11 @@ def _check_choice(section: str, key: str, value: object, allowed: tuple) -> None
         raise ValueError(f"[{section}] {key} = {value!r} is not allowed; use one of: {', '.join(map(repr, allowed))}")
 
 
+DUPLEX_MODES = ("half", "full")
+RENAMED = {("pipeline", "half_duplex"): 'duplex = "half" (the microphone muted while the assistant replies) or '
+                                        '"full" (echo cancellation and barge-in)'}
+"""Keys that were replaced: (section, old key) -> what to write instead."""
+LLM_DECODES = ("auto", "transformers")
 INT_LIMIT = 2**31 - 1
 """No integer setting may exceed this (the code passes them to C libraries and numpy)."""
 
@@ -47,8 +52,10 @@ class PipelineConfig:
     """Bound of every inter-stage queue (items)."""
     poll_s: float = 0.1
     """How often a handler checks for a stop request while idle (s)."""
-    half_duplex: bool = True
-    """Mute the microphone while the assistant thinks and speaks."""
+    duplex: str = "half"
+    """"half": the microphone is muted while the assistant thinks and speaks. "full": it stays open, the speaker's
+    echo is cancelled ([aec]) and the user can interrupt ([vad] barge_in_*); needs the live microphone and speaker
+    (--input/--text/--output runs are half duplex)."""
     max_turn_s: float = 60.0
     """Listening resumes after this long even if a stage never finished the turn (s)."""
     hang_timeout_s: float = 30.0
@@ -58,6 +65,7 @@ class PipelineConfig:
     X.wav` then writes X.latency.jsonl."""
 
     def validate(self) -> None:
+        _check_choice("pipeline", "duplex", self.duplex, DUPLEX_MODES)
         _check_range("pipeline", "queue_size", self.queue_size, 1, 100_000)
         _check_range("pipeline", "poll_s", self.poll_s, 0.001, 1.0)
         _check_range("pipeline", "max_turn_s", self.max_turn_s, 1.0, 86400.0)
@@ -106,6 +114,22 @@ class AudioOutConfig:
 
 
 @dataclass
+class AECConfig:
+    """Acoustic echo cancellation of the microphone in full duplex ([pipeline] duplex = "full")."""
+
+    backend: str = "webrtc"
+    """An echo canceller by name: webrtc (WebRTC AEC3 from the livekit package), none (a headset or a
+    speakerphone that cancels its own echo), or a plugin's (`s2s check` lists them)."""
+    noise_suppression: bool = True
+    """Also suppress steady noise (and what is left of the echo)."""
+    high_pass_filter: bool = True
+    """Remove rumble below ~80 Hz before cancelling."""
+
+    def validate(self) -> None:
+        pass
+
+
+@dataclass
 class VADConfig:
     """Voice activity detection (Silero: 16 kHz, 512-sample frames)."""
 
@@ -123,13 +147,29 @@ class VADConfig:
     """An utterance is cut (and sent) at this length."""
     onnx: bool = False
     """Use the ONNX model (onnxruntime) instead of the TorchScript one."""
+    early_stt_ms: int = 160
+    """After this much silence the utterance so far is transcribed speculatively (ms; 0 = off): if the silence
+    reaches min_silence_ms with no new speech, the transcript is already there; if the user speaks on, it is
+    discarded. A value of min_silence_ms or more never speculates."""
+    barge_in_min_speech_ms: int = 200
+    """Full duplex: this much speech while the assistant replies interrupts it (shorter sounds, a "mm-hm", do
+    not)."""
+    barge_in_threshold: float = 0.5
+    """Full duplex: speech probability a frame needs to count towards an interruption."""
+    echo_margin_db: float = 10.0
+    """Full duplex: a frame counts as the user's only if it is this much louder than the echo expected from what
+    the speaker played."""
 
     def validate(self) -> None:
         _check_range("vad", "threshold", self.threshold, 0.0, 1.0)
+        _check_range("vad", "barge_in_min_speech_ms", self.barge_in_min_speech_ms, 32, 10_000)
+        _check_range("vad", "barge_in_threshold", self.barge_in_threshold, 0.0, 1.0)
+        _check_range("vad", "echo_margin_db", self.echo_margin_db, 0.0, 60.0)
         _check_range("vad", "min_speech_ms", self.min_speech_ms, 0, 60_000)
         _check_range("vad", "min_silence_ms", self.min_silence_ms, 32, 60_000)
         _check_range("vad", "speech_pad_ms", self.speech_pad_ms, 0, 10_000)
         _check_range("vad", "max_utterance_s", self.max_utterance_s, 1.0, 3600.0)
+        _check_range("vad", "early_stt_ms", self.early_stt_ms, 0, 60_000)
 
 
 @dataclass
@@ -176,6 +216,17 @@ class LLMConfig:
     """0 = greedy."""
     min_chunk_chars: int = 12
     """A clause shorter than this is joined to the next one before it is spoken."""
+    first_chunk_words: int = 8
+    """The first chunk of a reply is also cut after this many words when no clause has ended by then, so the
+    speech starts sooner; 0 = only at clause and sentence ends."""
+    decode: str = "auto"
+    """"auto": our static-cache decode (CUDA graphs on a GPU, the same code eagerly on a CPU) for Llama/SmolLM,
+    Mistral, Qwen2/2.5 and Qwen3 models, the transformers loop for others; "transformers": always that loop."""
+    max_seq_len: int = 2048
+    """Prompt + reply tokens the static decode's KV cache holds; a longer conversation takes the transformers
+    loop."""
+    enforce_eager: bool = False
+    """Never capture CUDA graphs for the LLM decode (debugging, parity)."""
 
     def validate(self) -> None:
         _check_choice("llm", "device", self.device, DEVICES)
@@ -184,6 +235,9 @@ class LLMConfig:
         _check_range("llm", "max_new_tokens", self.max_new_tokens, 1, 4096)
         _check_range("llm", "temperature", self.temperature, 0.0, 5.0)
         _check_range("llm", "min_chunk_chars", self.min_chunk_chars, 1, 10_000)
+        _check_range("llm", "first_chunk_words", self.first_chunk_words, 0, 10_000)
+        _check_choice("llm", "decode", self.decode, LLM_DECODES)
+        _check_range("llm", "max_seq_len", self.max_seq_len, 64, 1_048_576)
 
 
 @dataclass
@@ -256,16 +310,76 @@ class TTSConfig:
 
 
 @dataclass
+class ServerConfig:
+    """`s2s serve` (OpenAI-compatible HTTP) and `s2s wyoming` (Home Assistant): address, key, limits, voices."""
+
+    host: str = "127.0.0.1"
+    """Address to listen on; loopback by default. "0.0.0.0" opens it to the network: set an API key then."""
+    port: int = 8000
+    """HTTP port of `s2s serve`."""
+    wyoming_tts_port: int = 10200
+    """Wyoming TTS port of `s2s wyoming` (what Home Assistant users know from wyoming-piper)."""
+    wyoming_stt_port: int = 10300
+    """Wyoming STT port of `s2s wyoming` (as wyoming-faster-whisper)."""
+    api_key: str = ""
+    """Clients must send `Authorization: Bearer KEY`; "" = the key in api_key_file or $S2S_API_KEY, else none."""
+    api_key_file: str = ""
+    """File whose first line is the API key (a missing file stops the server at start)."""
+    queue_size: int = 8
+    """Requests that may wait for the TTS engine (and, apart, for the STT); more are answered 503 + Retry-After."""
+    max_input_chars: int = 4096
+    """Longest speech `input` (characters), as OpenAI's limit."""
+    max_body_mb: float = 1.0
+    """Largest JSON request body (MB)."""
+    max_upload_mb: float = 25.0
+    """Largest multipart upload (transcription audio, voice reference) (MB), as OpenAI's limit."""
+    max_audio_s: float = 600.0
+    """Longest audio a transcription accepts (s)."""
+    request_timeout_s: float = 300.0
+    """A request (queue wait included) that takes longer is cancelled (504, or the stream ends)."""
+    voices_dir: str = ""
+    """Where uploaded clone voices are kept; "" = $S2S_VOICES_DIR, else ~/.local/share/s2s-edge/voices."""
+    voice_map: str = ""
+    """OpenAI voice names mapped to ours, "name=ours" pairs separated by commas (e.g. "alloy=vivian, onyx=ryan");
+    an OpenAI name not listed speaks with the configured voice."""
+
+    def validate(self) -> None:
+        if not self.host.strip() or any(c.isspace() for c in self.host):
+            raise ValueError(f"[server] host = {self.host!r} must be a host name or IP address (e.g. 127.0.0.1)")
+        for key in ("port", "wyoming_tts_port", "wyoming_stt_port"):
+            _check_range("server", key, getattr(self, key), 1, 65535)
+        _check_range("server", "queue_size", self.queue_size, 0, 10_000)
+        _check_range("server", "max_input_chars", self.max_input_chars, 1, 100_000)
+        _check_range("server", "max_body_mb", self.max_body_mb, 0.001, 1024.0)
+        _check_range("server", "max_upload_mb", self.max_upload_mb, 0.001, 4096.0)
+        _check_range("server", "max_audio_s", self.max_audio_s, 1.0, 86400.0)
+        _check_range("server", "request_timeout_s", self.request_timeout_s, 1.0, 86400.0)
+        self.voices()
+
+    def voices(self) -> dict[str, str]:
+        """``voice_map`` as {OpenAI name: our voice} (names lower case)."""
+        mapping = {}
+        for pair in filter(None, (part.strip() for part in self.voice_map.split(","))):
+            name, sep, ours = (text.strip() for text in pair.partition("="))
+            if not sep or not name or not ours:
+                raise ValueError(f"[server] voice_map entry {pair!r} must look like name=voice (e.g. alloy=vivian)")
+            mapping[name.lower()] = ours
+        return mapping
+
+
+@dataclass
 class Config:
     """The whole configuration: one field per TOML section."""
 
     pipeline: PipelineConfig = field(default_factory=PipelineConfig)
     audio_in: AudioInConfig = field(default_factory=AudioInConfig)
     audio_out: AudioOutConfig = field(default_factory=AudioOutConfig)
+    aec: AECConfig = field(default_factory=AECConfig)
     vad: VADConfig = field(default_factory=VADConfig)
     stt: STTConfig = field(default_factory=STTConfig)
     llm: LLMConfig = field(default_factory=LLMConfig)
     tts: TTSConfig = field(default_factory=TTSConfig)
+    server: ServerConfig = field(default_factory=ServerConfig)
 
     def validate(self) -> None:
         for f in fields(self):
@@ -309,6 +423,8 @@ def _apply(config: Config, data: dict[str, Any], origin: str) -> None:
         hints = get_type_hints(type(target))
         known = {f.name for f in fields(target)}
         for key, value in values.items():
+            if (section, key) in RENAMED:
+                raise ValueError(f"{origin}: {section}.{key} is gone; use {section}.{RENAMED[section, key]}")
             if key not in known:
                 raise ValueError(
                     f"{origin}: unknown key {section}.{key}; keys of [{section}]: {', '.join(sorted(known))}"

@@ -24,6 +24,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from s2s.far_end import FarEnd
 from s2s.messages import CONTROL_TYPES, EndOfStream, TurnFailed, turn_of
 from s2s.turns import Turns
 
@@ -42,6 +43,9 @@ class Wiring:
     stop_event: threading.Event = field(default_factory=threading.Event)
     poll_s: float = 0.1
     """How often an idle stage looks at the stop event (s)."""
+    far_end: FarEnd | None = None
+    """Full duplex: what the speaker played (the sink writes it, the microphone's echo canceller reads it); None in
+    half duplex."""
 
 
 class Handler:

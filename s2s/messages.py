@@ -4,6 +4,7 @@ Data flows  source -> VAD -> STT -> LLM -> TTS -> sink:
 
     AudioFrame     (source -> VAD)   microphone / file audio
     SpeechSegment  (VAD -> STT)      one utterance
+    SpeculativeSegment (VAD -> STT)  the utterance so far, at the first pause (early transcription; no turn)
     Transcript     (STT -> LLM)      what the user said
     TextChunk      (LLM -> TTS)      a speakable piece of the reply
     AudioChunk     (TTS -> sink)     synthesized audio
@@ -36,6 +37,9 @@ class AudioFrame:
     """Monotonic time at which the last sample of the block was captured."""
     stream_time: float = 0.0
     """Seconds of input audio before this frame (position in the stream / file)."""
+    far_end: np.ndarray | None = None
+    """Full duplex: what the speaker played while ``samples`` were captured (float32, same length and rate; the
+    echo canceller's reference, already removed from ``samples``); None without an echo canceller."""
 
 
 @dataclass(frozen=True)
@@ -52,6 +56,20 @@ class SpeechSegment:
     """Monotonic time at which the last voiced frame was captured."""
     turn_id: int = 0
     """The turn the VAD opened for it (0 while the detector has not handed it over yet)."""
+
+
+@dataclass(frozen=True)
+class SpeculativeSegment:
+    """The utterance so far, sent by the VAD once its trailing silence reaches ``vad.early_stt_ms`` (before the end
+    of speech): the STT may transcribe it ahead. It belongs to no turn; the SpeechSegment that ends the utterance
+    says whether the guess holds (same ``start_s`` and ``end_s``: no speech since)."""
+
+    audio: np.ndarray
+    """float32 mono, 16 kHz: pre-roll, speech, and the silence after the last voiced frame so far."""
+    start_s: float
+    """Stream time (s) of the first sample of ``audio``."""
+    end_s: float
+    """Stream time (s) of the last voiced frame's end."""
 
 
 @dataclass(frozen=True)
@@ -84,6 +102,10 @@ class AudioChunk:
     """float32 mono in [-1, 1] at ``sample_rate``."""
     sample_rate: int
     """Hz: the engine's own rate (the sink resamples if the speaker needs another)."""
+    text: str = ""
+    """The text chunk this audio speaks (part of): the sink maps what it played back to words."""
+    text_index: int = 0
+    """``TextChunk.index`` of that text."""
 
 
 @dataclass(frozen=True)

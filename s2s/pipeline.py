@@ -3,6 +3,9 @@
     source -> [VAD -> STT ->] LLM -> TTS -> sink        (``--text`` skips VAD and STT)
 
 Every stage is a backend found by name in the registry (``s2s.registry``); the pipeline imports none of them.
+Full duplex (``[pipeline] duplex = "full"``, live microphone and speaker only) shares a ``FarEnd`` between the
+speaker and the microphone (the echo canceller's reference), gives the microphone the [aec] section, and keeps the
+microphone open while a turn is open (``Turns(half_duplex=False)``).
 Life cycle: ``setup()`` calls every stage's ``setup()`` (model load and warmup) in order, naming the stage that
 failed; ``start()`` starts one thread per stage; ``wait()`` returns once the end of
 the input has reached the sink; ``stop()`` sets the stop event and joins the threads within a deadline (threads
@@ -21,6 +24,7 @@ from pathlib import Path
 
 from s2s import registry
 from s2s.config import Config
+from s2s.far_end import FarEnd
 from s2s.handler import Handler, Wiring
 from s2s.tts_stage import TTSHandler
 from s2s.turns import Turns
@@ -30,11 +34,10 @@ log = logging.getLogger(__name__)
 STOP_TIMEOUT_S = 2.0
 
 
-def check_backends(config: Config) -> None:
-    """UnknownBackend (a ValueError listing the installed ones) for a [vad]/[stt]/[llm]/[tts] backend no package
-    provides: checked for every section in every run mode, before anything is imported or loaded."""
-    for kind in ("vad", "stt", "llm", "tts"):
-        registry.entry(kind, getattr(config, kind).backend)
+def duplex_mode(config: Config, live: bool) -> str:
+    """"full" or "half": full duplex needs the live microphone and speaker (an --input, --text or --output run is
+    half duplex whatever the config says)."""
+    return "full" if config.pipeline.duplex == "full" and live else "half"
 
 
 class StageSetupError(RuntimeError):
@@ -69,9 +72,12 @@ class Pipeline:
         turns: Turns,
         stop_event: threading.Event,
         hang_timeout_s: float = 30.0,
+        duplex: str = "half",
     ) -> None:
         assert stages, "a pipeline needs at least one stage"
         self.stages = stages
+        self.duplex = duplex
+        """"half" or "full" (see ``duplex_mode``)."""
         self.turns = turns
         self.stop_event = stop_event
         self.hang_timeout_s = hang_timeout_s
@@ -93,13 +99,16 @@ class Pipeline:
         section names, found in the registry. Raises ValueError for bad arguments or an unknown backend."""
         if input_path is not None and text is not None:
             raise ValueError("give either --input or --text, not both")
-        check_backends(config)
+        registry.check_backends(config)
+        duplex = duplex_mode(config, live=input_path is None and text is None and output_path is None)
+        far_end = FarEnd() if duplex == "full" else None
         if text is not None:
             source = (registry.load("audio_in", "text"), config.audio_in, {"text": text})
         elif input_path is not None:
             source = (registry.load("audio_in", "file"), config.audio_in, {"path": input_path})
         else:
-            source = (registry.load("audio_in", "microphone"), config.audio_in, {})
+            source = (registry.load("audio_in", "microphone"), config.audio_in,
+                      {"aec": config.aec} if duplex == "full" else {})
         specs = [source]
         if text is None:
             specs += [(registry.load("vad", config.vad.backend), config.vad, {}),
@@ -111,14 +120,14 @@ class Pipeline:
             specs.append((registry.load("audio_out", "speaker"), config.audio_out, {}))
 
         p = config.pipeline
-        turns = Turns(half_duplex=p.half_duplex, max_turn_s=p.max_turn_s, latency_log=p.latency_log)
+        turns = Turns(half_duplex=duplex == "half", max_turn_s=p.max_turn_s, latency_log=p.latency_log)
         stop = threading.Event()
         edges = [None, *(queue.Queue(maxsize=p.queue_size) for _ in range(len(specs) - 1)), None]
         stages = [
-            stage_cls(Wiring(turns, edges[i], edges[i + 1], stop, p.poll_s), section, **extra)
+            stage_cls(Wiring(turns, edges[i], edges[i + 1], stop, p.poll_s, far_end), section, **extra)
             for i, (stage_cls, section, extra) in enumerate(specs)
         ]
-        return cls(stages, turns, stop, hang_timeout_s=p.hang_timeout_s)
+        return cls(stages, turns, stop, hang_timeout_s=p.hang_timeout_s, duplex=duplex)
 
     @property
     def sink(self) -> Handler:

@@ -9,7 +9,9 @@ What the named object must be depends on the kind:
 
 - ``s2s_edge.audio_in``, ``.vad``, ``.stt``, ``.llm``, ``.audio_out``: a ``s2s.handler.Handler`` subclass, built as
   ``cls(wiring, cfg_section)`` (sources and sinks also get ``path=`` or ``text=`` for the run mode);
-- ``s2s_edge.tts``: a factory ``(TTSConfig) -> TTSEngine`` (see ``s2s.tts_engine``); the core's TTS stage drives it.
+- ``s2s_edge.tts``: a factory ``(TTSConfig) -> TTSEngine`` (see ``s2s.tts_engine``); the core's TTS stage drives it;
+- ``s2s_edge.aec``: a factory ``(AECConfig) -> EchoCanceller`` (see ``s2s.aec``); the microphone runs it in full
+  duplex.
 
 The config selects one by name (``[stt] backend = "faster-whisper"``, ``[tts] backend = "piper"``, ...). An unknown
 name is a configuration error that lists the installed backends.
@@ -20,7 +22,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from importlib import metadata
 
-KINDS = ("audio_in", "vad", "stt", "llm", "tts", "audio_out")
+KINDS = ("audio_in", "vad", "stt", "llm", "tts", "audio_out", "aec")
+FACTORY_KINDS = ("tts", "aec")
+"""Kinds whose backends are factories; the others name ``Handler`` classes."""
 GROUP_PREFIX = "s2s_edge."
 
 
@@ -78,3 +82,10 @@ def backends() -> list[Backend]:
             package = ep.dist.name if ep.dist is not None else "?"
             rows.append(Backend(kind, name, ep.value, package))
     return rows
+
+
+def check_backends(config: object) -> None:
+    """UnknownBackend for a [vad]/[stt]/[llm]/[tts] backend of ``config`` (an ``s2s.config.Config``) that no package
+    provides (and [aec] in full duplex): checked for every section in every run mode, before anything loads."""
+    for kind in ("vad", "stt", "llm", "tts", *(("aec",) if config.pipeline.duplex == "full" else ())):
+        entry(kind, getattr(config, kind).backend)

@@ -64,6 +64,7 @@ def _run(config: Config, args: argparse.Namespace, stop_requested: threading.Eve
     from s2s.supervisor import loading, supervised
 
     pipeline = Pipeline.from_config(config, input_path=args.input, text=args.text, output_path=args.output)
+    print(duplex_line(config, pipeline.duplex), flush=True)
     record = _latency_record(config, args.output)
     if record is not None:
         pipeline.turns.latency_log = staging_path(record)
@@ -96,6 +97,16 @@ def _run(config: Config, args: argparse.Namespace, stop_requested: threading.Eve
               f"{config.pipeline.hang_timeout_s:g}); see the log above, run with -v for details", file=sys.stderr)
         return 1
     return 130 if stop_requested.is_set() else 0
+
+
+def duplex_line(config: Config, duplex: str) -> str:
+    """The line ``s2s run`` starts with: the duplex mode and what it means."""
+    if duplex == "full":
+        return (f"duplex: full (echo canceller {config.aec.backend!r}; talk over the assistant to interrupt it after "
+                f"{config.vad.barge_in_min_speech_ms} ms of speech)")
+    if config.pipeline.duplex == "full":
+        return "duplex: half (full duplex needs the live microphone and speaker; --input/--text/--output runs are half)"
+    return "duplex: half (nothing is listened to while the assistant replies)"
 
 
 def check_output(output: Path, input_path: Path | None) -> None:
@@ -168,6 +179,10 @@ def _report(pipeline, args: argparse.Namespace, record: Path | None, stopped: bo
         line += f"{e2e * 1000:.0f} ms" if e2e is not None else "n/a"
         if turn.get("error"):
             line += f" (error: {turn['error']})"
+        if turn.get("interrupted"):
+            stopped = turn["playback_stopped_ms"]
+            line += f" (interrupted: barge-in {turn['barge_in_detected_ms']:.0f} ms after the user began"
+            line += ")" if stopped is None else f", playback stopped at {stopped:.0f} ms)"
         print(line)
     if not records:
         if stopped:

@@ -1,4 +1,5 @@
-"""`s2s service install|uninstall|status`: run the assistant as a systemd service.
+"""`s2s service install|uninstall|status [--unit assistant|wyoming]`: run the assistant (or the Wyoming services
+of `s2s wyoming`) as a systemd service.
 
 ``install`` renders ``configs/systemd/s2s-edge.service`` with this checkout's paths, creates the service user
 (``useradd --system``, in the audio/video/render groups that exist), copies the unit to /etc/systemd/system and
@@ -21,7 +22,9 @@ import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
-UNIT_NAME = "s2s-edge.service"
+UNITS = {"assistant": "s2s-edge.service", "wyoming": "s2s-edge-wyoming.service"}
+"""--unit -> the unit file; each has its template in configs/systemd/ and they share one environment file."""
+UNIT_NAME = UNITS["assistant"]
 REPO = Path(__file__).resolve().parent.parent
 TEMPLATE = REPO / "configs" / "systemd" / UNIT_NAME
 ENV_EXAMPLE = REPO / "configs" / "systemd" / "s2s-edge.env"
@@ -135,10 +138,11 @@ def install(args: argparse.Namespace, runner: Runner, running: bool) -> int:
         if cmd and runner(cmd) != 0:
             print(f"`{shlex.join(cmd)}` failed: create the user {args.user!r} by hand, then run install with --no-user")
             return 1
-    unit_path = args.unit_dir / UNIT_NAME
+    unit_path = args.unit_dir / args.unit_name
     args.unit_dir.mkdir(parents=True, exist_ok=True)
-    unit_path.write_text(render_unit(install_dir, config, args.user, groups))
-    print(f"wrote {unit_path} (runs {executable} run --config {config} as user {args.user})")
+    unit_path.write_text(render_unit(install_dir, config, args.user, groups, TEMPLATE.with_name(args.unit_name)))
+    print(f"wrote {unit_path} (runs {executable} {'run' if args.unit_name == UNIT_NAME else args.unit} --config "
+          f"{config} as user {args.user})")
     env_path = args.env_dir / ENV_FILE_NAME
     if env_path.exists():
         print(f"kept {env_path}")
@@ -146,23 +150,23 @@ def install(args: argparse.Namespace, runner: Runner, running: bool) -> int:
         args.env_dir.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(ENV_EXAMPLE, env_path)
         print(f"wrote {env_path} (overrides; edit it, then restart the service)")
-    commands = [["systemctl", "daemon-reload"], ["systemctl", "enable", "--now", UNIT_NAME]]
+    commands = [["systemctl", "daemon-reload"], ["systemctl", "enable", "--now", args.unit_name]]
     status = _systemctl_steps(runner, commands, running)
     if status == 0 and running:
-        print(f"started; follow it with: journalctl -u {UNIT_NAME} -f")
+        print(f"started; follow it with: journalctl -u {args.unit_name} -f")
     return status
 
 
 def uninstall(args: argparse.Namespace, runner: Runner, running: bool) -> int:
-    unit_path = args.unit_dir / UNIT_NAME
+    unit_path = args.unit_dir / args.unit_name
     if not unit_path.exists():
-        print(f"{UNIT_NAME} is not installed in {args.unit_dir}")
+        print(f"{args.unit_name} is not installed in {args.unit_dir}")
         return 0
     problem = _needs_root(args)
     if problem:
         print(problem)
         return 1
-    status = _systemctl_steps(runner, [["systemctl", "disable", "--now", UNIT_NAME]], running)
+    status = _systemctl_steps(runner, [["systemctl", "disable", "--now", args.unit_name]], running)
     if status != 0:
         return status
     unit_path.unlink()
@@ -182,15 +186,15 @@ def uninstall(args: argparse.Namespace, runner: Runner, running: bool) -> int:
 
 
 def show_status(args: argparse.Namespace, runner: Runner, running: bool) -> int:
-    unit_path = args.unit_dir / UNIT_NAME
+    unit_path = args.unit_dir / args.unit_name
     if not unit_path.exists():
-        print(f"{UNIT_NAME} is not installed ({unit_path} does not exist); install it with `sudo "
-              f"{REPO}/.venv/bin/s2s service install`")
+        print(f"{args.unit_name} is not installed ({unit_path} does not exist); install it with `sudo "
+              f"{REPO}/.venv/bin/s2s service install --unit {args.unit}`")
         return 3  # systemctl's code for "not running"
     if not running:
         print(f"{unit_path} is installed, but systemd is not running here")
         return 3
-    return runner(["systemctl", "status", "--no-pager", UNIT_NAME])
+    return runner(["systemctl", "status", "--no-pager", args.unit_name])
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -202,6 +206,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                        ("uninstall", "stop, disable and remove the unit"),
                        ("status", "systemctl status of the unit")):
         sub = actions.add_parser(name, help=text)
+        sub.add_argument("--unit", choices=list(UNITS), default="assistant",
+                         help="the assistant (s2s run) or the Wyoming services (s2s wyoming)")
         sub.add_argument("--unit-dir", type=Path, default=DEFAULT_UNIT_DIR, help="where the unit file goes")
         if name != "status":
             sub.add_argument("--env-dir", type=Path, default=DEFAULT_ENV_DIR, help="where the environment file goes")
@@ -220,5 +226,6 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 def main(args: argparse.Namespace, runner: Runner = run_command, running: bool | None = None) -> int:
     """Run `s2s service <action>`; returns the exit status."""
     running = systemd_running() if running is None else running
+    args.unit_name = UNITS[args.unit]
     actions = {"install": install, "uninstall": uninstall, "status": show_status}
     return actions[args.action](args, runner, running)

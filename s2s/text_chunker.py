@@ -6,7 +6,9 @@
   except after abbreviations ("Dr.", "e.g."), initials ("J.") and inside numbers ("3.5");
 * a clause end (``,`` ``;`` ``:``) followed by whitespace, once the chunk is at least ``min_chunk_chars`` long;
 * CJK full-width sentence/clause marks, which need no following space;
-* a newline (markdown lists and headings have no punctuation).
+* a newline (markdown lists and headings have no punctuation);
+* for the first chunk of a reply only: the end of its ``first_chunk_words``-th word, if no cut above came first, so
+  that speech starts before a long first clause has been generated (0 = off).
 
 A cut needs the character after the mark, so "3." waits for the next delta to know it is not "3.5". No cut is
 made inside a markdown link ``[text](url)`` or inline code. ``clean_for_speech`` then removes markdown (emphasis,
@@ -90,12 +92,15 @@ def _is_abbreviation(text: str, dot: int) -> bool:
 class TextChunker:
     """Stateful: ``__call__(delta) -> chunks`` as text streams in, ``flush() -> chunks`` at the end of the reply."""
 
-    def __init__(self, min_chunk_chars: int = 12) -> None:
+    def __init__(self, min_chunk_chars: int = 12, first_chunk_words: int = 0) -> None:
         self.min_chunk_chars = min_chunk_chars
-        self._buffer = ""
+        self.first_chunk_words = first_chunk_words
+        self.reset()
 
     def reset(self) -> None:
         self._buffer = ""
+        self._first = True
+        """No chunk of this reply has been returned yet."""
 
     def __call__(self, delta: str) -> list[str]:
         self._buffer += delta
@@ -105,18 +110,20 @@ class TextChunker:
             self._buffer = self._buffer[cut:]
             if chunk:
                 chunks.append(chunk)
+                self._first = False
         return chunks
 
     def flush(self) -> list[str]:
         """The rest of the text as a last chunk (if anything speakable is left); the chunker is reset."""
         chunk = clean_for_speech(self._buffer)
-        self._buffer = ""
+        self.reset()
         return [chunk] if chunk else []
 
     def _next_cut(self) -> int | None:
         """Index just after the first complete chunk in the buffer, or None."""
         text = self._buffer
         in_link_text = in_link_url = in_code = False
+        words_left = self.first_chunk_words if self._first else 0
         for i, char in enumerate(text):
             if char == "\n":
                 in_link_text = in_link_url = in_code = False  # markdown spans do not cross lines
@@ -134,6 +141,10 @@ class TextChunker:
                 in_link_url = False
             if in_link_text or in_link_url or in_code:
                 continue
+            if words_left and char.isspace() and i and not text[i - 1].isspace():
+                words_left -= 1  # a word ended here
+                if not words_left:
+                    return i
             if char in CJK_SENTENCE_END:
                 return i + 1
             if char in CJK_CLAUSE_END and self._long_enough(text[:i + 1]):

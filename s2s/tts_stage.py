@@ -2,8 +2,10 @@
 
 The stage is the same for every backend: ``setup()`` makes the configured engine (``s2s.tts_engine.make_engine``)
 and warms it up; each text chunk is synthesized (long text piece by piece, see ``s2s.text_split``) and every audio
-block is forwarded as soon as it comes, marking ``tts_first_audio``. Between blocks it checks the stop event and
-whether the turn is still open, so a failed or closed turn stops speaking. The sink resamples if it must.
+block is forwarded as soon as it comes, marking ``tts_first_audio``, with the text it speaks (the sink maps what it
+played back to words when the user interrupts). The engine's ``cancel`` is the turn's (``Turns.cancel_event``): it
+is set as soon as the turn fails, expires or is interrupted; between blocks the stage also checks the stop event
+and whether the turn is still open, so a closed turn stops speaking. The sink resamples if it must.
 """
 
 from __future__ import annotations
@@ -42,8 +44,9 @@ class TTSHandler(Handler):
         if len(pieces) > 1:
             log.info("tts: turn %d: %d characters split into %d pieces", turn_id, len(item.text), len(pieces))
         assert self.engine is not None, "TTSHandler.setup() was not called"
+        cancel = self.turns.cancel_event(turn_id)
         for piece in pieces:
-            audio_stream = self.engine.synthesize(piece, cancel=self.stop_event)
+            audio_stream = self.engine.synthesize(piece, cancel=cancel)
             try:
                 for audio in audio_stream:
                     if self.stop_event.is_set() or not self.turns.is_open(turn_id):
@@ -51,7 +54,8 @@ class TTSHandler(Handler):
                         return
                     if audio.size:
                         self.turns.mark(turn_id, "tts_first_audio")  # only the first mark of a turn counts
-                        yield AudioChunk(turn_id=turn_id, samples=audio, sample_rate=self.engine.sample_rate)
+                        yield AudioChunk(turn_id=turn_id, samples=audio, sample_rate=self.engine.sample_rate,
+                                         text=item.text, text_index=item.index)
             finally:
                 close = getattr(audio_stream, "close", None)  # a generator: end the engine's request at once
                 if close is not None:

@@ -6,7 +6,15 @@ stage has played the reply's last sample, when any stage reports ``TurnFailed``,
 ``finally`` blocks) and the timeout guarantee that listening always resumes.
 
 Latency marks (monotonic seconds), in order of a normal turn:
-    speech_end, transcript_ready, llm_first_token, first_text_chunk, tts_first_audio, first_audio_out
+    speech_end, speech_end_decided, transcript_ready, llm_first_token, first_text_chunk, tts_first_audio,
+    first_audio_out
+(``speech_end`` is the capture of the last voiced frame; ``speech_end_decided`` the VAD's decision, after
+``vad.min_silence_ms`` of silence.)
+
+Full duplex: the VAD may ``interrupt`` a turn when the user talks over it (barge-in). From then on the turn is no
+longer open (every stage drops its data and stops generating), but it ends only when the sink has stopped playing
+it (``end`` with ``heard``, the words of the reply that were played). Its record then also has ``interrupted``
+and, in milliseconds from the user's speech onset, ``barge_in_detected`` and ``playback_stopped``.
 """
 
 from __future__ import annotations
@@ -20,7 +28,12 @@ from pathlib import Path
 
 log = logging.getLogger(__name__)
 
-MARKS = ("speech_end", "transcript_ready", "llm_first_token", "first_text_chunk", "tts_first_audio", "first_audio_out")
+MARKS = ("speech_end", "speech_end_decided", "transcript_ready", "llm_first_token", "first_text_chunk",
+         "tts_first_audio", "first_audio_out")
+BARGE_IN_MARKS = ("barge_in_detected", "playback_stopped")
+"""Marks of an interrupted turn, recorded from the user's speech onset (not from the end of the turn's speech)."""
+HEARD_KEPT = 16
+"""Interrupted turns whose played words are kept for the LLM to read."""
 
 
 class Turns:
@@ -37,6 +50,12 @@ class Turns:
         self._open: dict[int, float] = {}
         """turn id -> monotonic deadline."""
         self._marks: dict[int, dict[str, float]] = {}
+        self._interrupted: dict[int, float] = {}
+        """Open turns the user interrupted -> monotonic time of the onset of the user's speech."""
+        self._heard: dict[int, str] = {}
+        """Interrupted turn -> the words of its reply that were played (the last ``HEARD_KEPT``)."""
+        self._cancel: dict[int, threading.Event] = {}
+        """Open turn -> the event ``cancel_event`` handed out (set when the turn stops being open)."""
         self._listening = threading.Event()
         self._listening.set()
         self.records: list[dict] = []
@@ -57,16 +76,70 @@ class Turns:
 
     def mark(self, turn_id: int, name: str, t: float | None = None) -> None:
         """Record the first time ``name`` happened in the turn (later calls for the same name are ignored)."""
-        assert name in MARKS, name
+        assert name in MARKS or name in BARGE_IN_MARKS, name
         with self._lock:
             self._marks.setdefault(turn_id, {}).setdefault(name, t if t is not None else time.monotonic())
 
-    def end(self, turn_id: int, error: str | None = None) -> None:
-        """Close a turn (idempotent); listening resumes when no turn is open. Writes the latency record."""
+    def interrupt(self, turn_id: int, t_onset: float, t_detected: float | None = None) -> bool:
+        """The user talked over the turn (barge-in): it is no longer open, so its data is dropped and its generation
+        stops; the sink ends it once playback has stopped. ``t_onset`` is the monotonic time the user's speech
+        began. False if the turn was not open (already ended or interrupted)."""
+        with self._lock:
+            if turn_id not in self._open or turn_id in self._interrupted:
+                return False
+            self._interrupted[turn_id] = t_onset
+            self._marks.setdefault(turn_id, {})["barge_in_detected"] = t_detected or time.monotonic()
+            self._set_cancel(turn_id)
+        log.info("turn %d: interrupted by the user", turn_id)
+        return True
+
+    def cancel_event(self, turn_id: int) -> threading.Event:
+        """An event that is set once the turn is no longer open (ended, expired, failed or interrupted): the TTS
+        engine's ``cancel``."""
+        with self._lock:
+            event = self._cancel.get(turn_id)
+            if event is None:
+                event = threading.Event()
+                if turn_id in self._open and turn_id not in self._interrupted:
+                    self._cancel[turn_id] = event
+                else:
+                    event.set()
+            return event
+
+    def _set_cancel(self, turn_id: int) -> None:
+        event = self._cancel.pop(turn_id, None)
+        if event is not None:
+            event.set()
+
+    def interrupted(self, turn_id: int) -> bool:
+        """The user interrupted the turn and the sink has not ended it yet."""
+        with self._lock:
+            return turn_id in self._interrupted
+
+    def open_turns(self) -> list[int]:
+        """The turns still open (not interrupted), oldest first."""
+        with self._lock:
+            return [t for t in self._open if t not in self._interrupted]
+
+    def heard(self, turn_id: int) -> str | None:
+        """The words of an interrupted turn's reply that were played ("" for none), or None if it was not
+        interrupted (or is older than the last ``HEARD_KEPT``)."""
+        with self._lock:
+            return self._heard.get(turn_id)
+
+    def end(self, turn_id: int, error: str | None = None, heard: str | None = None) -> None:
+        """Close a turn (idempotent); listening resumes when no turn is open. Writes the latency record. ``heard``:
+        for an interrupted turn, the words of its reply that were played."""
         with self._lock:
             if self._open.pop(turn_id, None) is None:
                 return
-            record = self._record(turn_id, error)
+            self._set_cancel(turn_id)
+            onset = self._interrupted.pop(turn_id, None)
+            if onset is not None:
+                self._heard[turn_id] = heard or ""
+                while len(self._heard) > HEARD_KEPT:
+                    self._heard.pop(next(iter(self._heard)))
+            record = self._record(turn_id, error, onset)
             self._resume_if_idle()
         self.records.append(record)
         if error:
@@ -82,18 +155,21 @@ class Turns:
                 log.error("cannot write the latency record to %s: %s", self.latency_log, exc)
 
     def is_open(self, turn_id: int) -> bool:
+        """The turn has begun and neither ended nor been interrupted."""
         with self._lock:
-            return turn_id in self._open
+            return turn_id in self._open and turn_id not in self._interrupted
 
-    def _record(self, turn_id: int, error: str | None) -> dict:
+    def _record(self, turn_id: int, error: str | None, onset: float | None = None) -> dict:
         marks = self._marks.pop(turn_id, {})
         start = marks.get("speech_end")
         record: dict = {"turn": turn_id, "error": error}
         for name in MARKS:
-            value = marks.get(name)
-            record[f"{name}_ms"] = None if value is None or start is None else round((value - start) * 1000, 1)
+            record[f"{name}_ms"] = _ms(marks.get(name), start)
         out = marks.get("first_audio_out")
         record["e2e_s"] = None if out is None or start is None else round(out - start, 4)
+        record["interrupted"] = onset is not None
+        for name in BARGE_IN_MARKS:
+            record[f"{name}_ms"] = _ms(marks.get(name), onset)
         return record
 
     def _resume_if_idle(self) -> None:
@@ -123,3 +199,7 @@ class Turns:
             late = [t for t, deadline in self._open.items() if deadline < now]
         for turn_id in late:
             self.end(turn_id, error=f"no reply finished within pipeline.max_turn_s={self.max_turn_s:g} s")
+
+
+def _ms(t: float | None, start: float | None) -> float | None:
+    return None if t is None or start is None else round((t - start) * 1000, 1)

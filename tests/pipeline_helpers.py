@@ -80,7 +80,8 @@ def logged(caplog, logger: str, prefix: str) -> dict[int, str]:
     """turn id -> text, from the stages' INFO lines ("STT: turn %d: %r", "LLM: turn %d: %r")."""
     found = {}
     for record in caplog.records:
-        if record.name == logger and record.msg.startswith(prefix) and record.levelno == logging.INFO:
+        if (record.name == logger and record.msg.startswith(prefix) and record.levelno == logging.INFO
+                and len(record.args) >= 2):
             found[record.args[0]] = record.args[1]
     return found
 

@@ -45,6 +45,16 @@ def drain(q: queue.Queue, timeout: float = 30.0) -> list:
     return items
 
 
+def collect(source: Handler, timeout: float = 60.0) -> list:
+    """Everything a source emits, up to its EndOfStream; the source's thread must then end."""
+    thread = start(source)
+    items = drain(source.out_queue, timeout)
+    assert items and isinstance(items[-1], EndOfStream), f"no EndOfStream within {timeout:.0f} s: {items[-3:]}"
+    thread.join(10)
+    assert not thread.is_alive()
+    return items
+
+
 def run_stage(handler: Handler, items: list[object], timeout: float = 120.0) -> list[object]:
     """Feed ``items`` then EndOfStream through ``handler.run`` on a thread; everything it emitted, in order
     (EndOfStream included). Fails if the stage does not finish within ``timeout`` s."""

@@ -7,7 +7,7 @@ import time
 
 import numpy as np
 import pytest
-from stage_harness import drain, start, wiring
+from stage_harness import collect, start, wiring
 
 from handlers.audio_in import TRAILING_SILENCE_S, FileSource, MicSource, TextSource, input_files, load_input
 from s2s.audio import SPEECH_RATE, write_wav
@@ -20,16 +20,6 @@ from s2s.turns import Turns
 def tone(rate: int, seconds: float) -> np.ndarray:
     t = np.arange(int(rate * seconds)) / rate
     return (0.3 * np.sin(2 * np.pi * 300 * t)).astype(np.float32)
-
-
-def collect(source, timeout: float = 30.0) -> list:
-    """Everything a source emits, up to its EndOfStream; the source's thread must then end."""
-    thread = start(source)
-    items = drain(source.out_queue, timeout)
-    assert items and isinstance(items[-1], EndOfStream), f"no EndOfStream within {timeout:.0f} s: {items[-3:]}"
-    thread.join(10)
-    assert not thread.is_alive()
-    return items
 
 
 def test_file_source_emits_16k_frames_then_end_of_stream(tmp_path):

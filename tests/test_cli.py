@@ -124,7 +124,7 @@ def test_check_reports_every_part(capsys):
         assert heading in out
     for stage in ("vad", "stt", "llm", "tts"):
         assert f"\n  {stage} " in out
-    patch_lines = out.split("Jetson patches:\n", 1)[1].splitlines()
+    patch_lines = out.split("Jetson patches:\n", 1)[1].split("\n\n", 1)[0].splitlines()
     statuses = patches.status()
     assert [line.split()[0] for line in patch_lines] == [status.name for status in statuses]
     for line, status in zip(patch_lines, statuses, strict=True):

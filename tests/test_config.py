@@ -74,11 +74,11 @@ def test_bad_sampling_values_name_the_key(override):
 def test_files_merge_in_order_and_overrides_win(tmp_path):
     first = write(tmp_path, "[tts]\nbackend = 'piper'\ntemperature = 0.5\n", "a.toml")
     second = write(tmp_path, "[tts]\ntemperature = 0.7\n[llm]\nmax_new_tokens = 10\n", "b.toml")
-    config = load_config([first, second], ["llm.max_new_tokens=20", "pipeline.half_duplex=false"])
+    config = load_config([first, second], ["llm.max_new_tokens=20", "pipeline.duplex=full"])
     assert config.tts.backend == "piper"
     assert config.tts.temperature == 0.7
     assert config.llm.max_new_tokens == 20
-    assert config.pipeline.half_duplex is False
+    assert config.pipeline.duplex == "full"
     assert config.vad == Config().vad  # untouched sections keep their defaults
 
 
@@ -124,14 +124,14 @@ def test_out_of_range_names_the_key_and_bounds():
 def test_wrong_types_name_the_key(tmp_path):
     with pytest.raises(ValueError, match=r"\[pipeline\] queue_size = 'many' is not a valid int"):
         load_config([], ["pipeline.queue_size=many"])
-    with pytest.raises(ValueError, match=r"\[pipeline\] half_duplex = 'maybe' is not a valid bool"):
-        load_config([], ["pipeline.half_duplex=maybe"])
+    with pytest.raises(ValueError, match=r"\[audio_in\] realtime_file = 'maybe' is not a valid bool"):
+        load_config([], ["audio_in.realtime_file=maybe"])
     with pytest.raises(ValueError, match=r"\[llm\] max_new_tokens = 'ten' is not a valid int"):
         load_config([write(tmp_path, "[llm]\nmax_new_tokens = 'ten'\n")])
     with pytest.raises(ValueError, match=r"\[llm\] max_new_tokens = \[1\] must be of type int, not list"):
         load_config([write(tmp_path, "[llm]\nmax_new_tokens = [1]\n")])
-    with pytest.raises(ValueError, match=r"\[pipeline\] half_duplex = 1 must be of type bool"):
-        load_config([write(tmp_path, "[pipeline]\nhalf_duplex = 1\n")])
+    with pytest.raises(ValueError, match=r"\[audio_in\] realtime_file = 1 must be of type bool"):
+        load_config([write(tmp_path, "[audio_in]\nrealtime_file = 1\n")])
 
 
 def test_bad_override_syntax():
@@ -181,3 +181,15 @@ def test_a_config_file_that_is_not_utf8_is_named(tmp_path):
     path.write_bytes("[llm]\nsystem_prompt = 'caf\u00e9'\n".encode("latin-1"))
     with pytest.raises(ValueError, match=rf"config file {path} is not UTF-8 text"):
         load_config([path])
+
+
+def test_server_section_defaults_to_loopback_and_checks_its_values():
+    server = load_config().server
+    assert (server.host, server.port, server.wyoming_tts_port, server.wyoming_stt_port) == ("127.0.0.1", 8000, 10200,
+                                                                                           10300)
+    assert load_config([], ["server.voice_map= Alloy=vivian , onyx=ryan"]).server.voices() == {"alloy": "vivian",
+                                                                                                "onyx": "ryan"}
+    for override, message in (("server.host= ", "host"), ("server.port=0", "port"), ("server.voice_map=alloy",
+                              "voice_map entry"), ("server.max_body_mb=nan", "finite")):
+        with pytest.raises(ValueError, match=message):
+            load_config([], [override])

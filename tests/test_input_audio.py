@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import numpy as np
 import pytest
 import soundfile as sf
-from stage_harness import drain, start, wiring
+from stage_harness import collect, start, wiring
 
 from handlers.audio_in import TRAILING_SILENCE_S, FileSource, load_input, speech_blocks
 from s2s import audio
@@ -40,15 +40,6 @@ def with_declared_rate(path, rate: int) -> None:
     data = bytearray(path.read_bytes())
     data[24:28] = rate.to_bytes(4, "little")
     path.write_bytes(bytes(data))
-
-
-def collect(source, timeout: float = 60.0) -> list:
-    thread = start(source)
-    items = drain(source.out_queue, timeout)
-    assert items and isinstance(items[-1], EndOfStream), f"no EndOfStream within {timeout:.0f} s: {items[-3:]}"
-    thread.join(10)
-    assert not thread.is_alive()
-    return items
 
 
 # ---- refused from the header, before anything is decoded ----------------------------------------------------

@@ -248,7 +248,10 @@ def test_smollm2_answers_in_chunks_and_uses_history(smollm2_dir):  # noqa: F811
                                                   max_history_turns=1))
     handler.setup()
     steps = []
-    handler.chat_model.model.register_forward_hook(lambda *_: steps.append(1))
+    decoder = handler.chat_model.decoder
+    assert decoder is not None  # SmolLM2 (a Llama) takes the static decode; count its token steps
+    step = decoder.step
+    decoder.step = lambda *args: (steps.append(1), step(*args))
 
     first, outputs = ask(handler, "What is the capital of France?")
     assert outputs[-1] == TurnEnd(first)
@@ -302,3 +305,11 @@ def test_a_gguf_model_is_converted_once_then_loaded_from_the_cache(tiny_qwen2, t
     assert list((tmp_path / "cache" / "llm").glob("m-*/config.json"))
     prompt = first.prompt_ids([{"role": "user", "content": "hello there"}])
     assert list(first.generate_ids(prompt, 8)) == list(second.generate_ids(prompt, 8))
+
+
+def test_the_first_chunk_follows_llm_first_chunk_words(tokenizer):
+    handler, _ = scripted_handler(tokenizer, "The capital of France is Paris. It is lovely!", Turns(half_duplex=False),
+                                  first_chunk_words=3)
+    turn_id, outputs = ask(handler, "What is the capital of France?")
+    assert [c.text for c in outputs if isinstance(c, TextChunk)] == ["The capital of", "France is Paris.",
+                                                                      "It is lovely!"]

@@ -78,17 +78,18 @@ def test_a_stop_request_is_seen_between_slices(tokenizer, monkeypatch):  # noqa:
 
 
 def test_the_slice_is_sized_from_the_measured_speed(tokenizer):  # noqa: F811
+    first = llm.PREFILL_SLICE_TOKENS[1]
+    ids = torch.zeros((1, first + 10), dtype=torch.long)  # one full slice (it measures), then the rest
     slow = ChatModel(SlowLM(tokenizer, "Fine.", pass_s=0.5), tokenizer)
-    ids = torch.zeros((1, 300), dtype=torch.long)
     slow.feed(ids, object())
-    # 256 tokens in >= 0.5 s: the next slice takes about PREFILL_SLICE_S, at most 128 tokens (fewer when loaded).
-    assert llm.PREFILL_SLICE_TOKENS[0] <= slow.prefill_tokens <= 256 / 0.5 * llm.PREFILL_SLICE_S
+    # `first` tokens in >= 0.5 s: the next slices take about PREFILL_SLICE_S (fewer tokens on a loaded machine).
+    assert llm.PREFILL_SLICE_TOKENS[0] <= slow.prefill_tokens <= first / 0.5 * llm.PREFILL_SLICE_S
     fast = ChatModel(SlowLM(tokenizer, "Fine."), tokenizer)
     fast.feed(ids, object())
-    assert fast.prefill_tokens > 256  # a fast model gets bigger slices (up to the largest)
+    assert fast.prefill_tokens > first  # a fast model gets bigger slices (up to the largest)
     short = ChatModel(SlowLM(tokenizer, "Fine.", pass_s=0.2), tokenizer)
-    short.feed(torch.zeros((1, 40), dtype=torch.long), object())
-    assert short.prefill_tokens == 256  # a short prompt is one pass and teaches nothing
+    short.feed(torch.zeros((1, first - 1), dtype=torch.long), object())
+    assert short.prefill_tokens == first  # a short prompt is one pass and teaches nothing
 
 
 def test_a_long_prefill_is_progress_not_a_hang_and_can_be_stopped(tokenizer, monkeypatch):  # noqa: F811
@@ -164,6 +165,20 @@ def test_the_real_smollm2_refuses_50000_characters_at_once(smollm2_dir):  # noqa
     assert time.monotonic() - t0 < 20.0  # tokenized and refused, not prefilled (minutes on this CPU)
     failed = outputs[0]
     assert isinstance(failed, TurnFailed) and "8,192 of model context" in failed.error, outputs
+
+
+def test_auto_history_keeps_none_for_a_small_model_and_some_for_a_large_one(tiny_qwen2, tokenizer,  # noqa: F811
+                                                                            monkeypatch, caplog):
+    handler = LLMHandler(wiring(Turns()), LLMConfig(max_history_turns=-1))
+    handler.chat_model = ChatModel(tiny_qwen2, tokenizer)
+    with caplog.at_level(logging.INFO, logger="handlers.llm"):
+        handler.setup()
+    assert handler.history.maxlen == 0 and "llm.max_history_turns = -1, auto" in caplog.text
+    monkeypatch.setattr(llm, "SMALL_LLM_PARAMS", sum(p.numel() for p in tiny_qwen2.parameters()))  # "large"
+    handler.setup()
+    assert handler.history.maxlen == llm.AUTO_HISTORY_TURNS
+    handler.cfg.max_history_turns = 1
+    assert handler.history_turns() == 1  # an explicit value is kept whatever the size
 
 
 # ---- the reply ---------------------------------------------------------------------------------------------------

@@ -68,7 +68,7 @@ def test_s2s_check_and_run_report_the_refusal_and_exit_1(tmp_path: Path) -> None
     result = run_python(code)
     status, out, _ = result["check"]
     assert status == 1
-    patch_lines = out.split("Jetson patches:\n", 1)[1].splitlines()
+    patch_lines = out.split("Jetson patches:\n", 1)[1].split("\n\n", 1)[0].splitlines()
     assert patch_lines[0].split()[:2] == ["numpy-abi", "refused:"]
     assert "cannot exchange arrays with torch" in patch_lines[0] and "pip install 'numpy<2'" in patch_lines[0]
     status, _, err = result["run"]

@@ -94,8 +94,8 @@ def test_declared_backend_is_installed_and_loads_as_its_kind(kind, name):
     assert entry.value == DECLARED[kind, name], "the installed entry points are stale: run pip install -e ."
     assert entry.dist is not None and entry.dist.name == "s2s-edge"
     backend = registry.load(kind, name)
-    if kind == "tts":
-        assert callable(backend), f"{entry.value} must be a factory (TTSConfig) -> TTSEngine"
+    if kind in registry.FACTORY_KINDS:
+        assert callable(backend), f"{entry.value} must be a factory (its config section) -> its engine"
     else:
         assert isinstance(backend, type) and issubclass(backend, Handler), f"{entry.value} is not a Handler class"
 

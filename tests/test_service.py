@@ -171,3 +171,22 @@ def test_status(checkout: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -
     service.main(install_args(checkout, tmp_path, *KEEP_USER), runner=Recorder(), running=True)
     assert service.main(status_args, runner=runner, running=True) == 0
     assert runner.commands == [["systemctl", "status", "--no-pager", service.UNIT_NAME]]
+
+
+def test_the_wyoming_unit_shares_install_and_runs_s2s_wyoming(checkout: Path, tmp_path: Path, system_tool) -> None:
+    runner = Recorder()
+    assert service.main(install_args(checkout, tmp_path, *KEEP_USER, "--unit", "wyoming"), runner=runner,
+                        running=True) == 0
+    unit_path = tmp_path / "units" / "s2s-edge-wyoming.service"
+    unit = unit_path.read_text()
+    command = f"ExecStart={checkout}/.venv/bin/s2s wyoming --config {checkout}/configs/jetson-orin.toml"
+    assert command in unit.splitlines()
+    assert "Type=notify" in unit and "WatchdogSec=30" in unit and "EnvironmentFile=-/etc/s2s-edge/s2s-edge.env" in unit
+    assert runner.commands[-1] == ["systemctl", "enable", "--now", "s2s-edge-wyoming.service"]
+    assert not (tmp_path / "units" / service.UNIT_NAME).exists()
+    result = subprocess.run([system_tool("systemd-analyze"), "verify", "--man=no", str(unit_path)],
+                            check=False, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0 and result.stderr == "", result.stderr
+    args = parse("uninstall", "--unit", "wyoming", "--unit-dir", str(tmp_path / "units"), "--env-dir",
+                 str(tmp_path / "etc"), "--user", NEW_USER)
+    assert service.main(args, runner=Recorder(), running=True) == 0 and not unit_path.exists()

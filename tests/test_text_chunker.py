@@ -5,9 +5,10 @@ import pytest
 from s2s.text_chunker import TextChunker, clean_for_speech
 
 
-def chunk_stream(text: str, step: int = 1, min_chunk_chars: int = 12) -> tuple[list[str], list[str]]:
+def chunk_stream(text: str, step: int = 1, min_chunk_chars: int = 12,
+                 first_chunk_words: int = 0) -> tuple[list[str], list[str]]:
     """(chunks returned while streaming ``text`` in pieces of ``step`` characters, chunks from the flush)."""
-    chunker = TextChunker(min_chunk_chars)
+    chunker = TextChunker(min_chunk_chars, first_chunk_words)
     streamed = []
     for i in range(0, len(text), step):
         streamed += chunker(text[i:i + step])
@@ -91,3 +92,42 @@ def test_flush_resets_the_chunker():
     chunker("Stale text")
     chunker.reset()
     assert chunker("New one. ") == ["New one."]
+
+
+# ---- the first chunk of a reply ----------------------------------------------------------------------------------
+@pytest.mark.parametrize("step", [1, 4, 1000])
+def test_the_first_chunk_is_cut_after_n_words_when_no_clause_ended_sooner(step):
+    text = "The weather in Berlin today is mostly sunny with a light breeze from the west and no rain at all."
+    streamed, tail = chunk_stream(text, step, first_chunk_words=6)
+    assert streamed == ["The weather in Berlin today is"]  # the word count applies to the first chunk only
+    assert tail == ["mostly sunny with a light breeze from the west and no rain at all."]
+
+
+def test_a_clause_or_sentence_end_before_n_words_comes_first():
+    assert chunk_stream("The capital of France, as you know, is Paris. ", first_chunk_words=8)[0] == [
+        "The capital of France,", "as you know,", "is Paris."]
+    streamed, _ = chunk_stream("Paris is lovely. It is a big city with many people living in it today ",
+                               first_chunk_words=4)
+    assert streamed == ["Paris is lovely."]  # a short first sentence spends the word rule; the rest waits
+
+
+def test_the_nth_word_ends_only_at_the_following_space():
+    chunker = TextChunker(12, first_chunk_words=3)
+    assert chunker("One two thr") == []
+    assert chunker("ee") == []  # "three" may still go on
+    assert chunker(" four") == ["One two three"]
+
+
+def test_the_word_rule_never_cuts_inside_a_link_or_code_and_starts_again_after_a_flush():
+    streamed, _ = chunk_stream("See [the big red house on the hill](http://x.org/a) for `a b c d e` now, ok ",
+                               first_chunk_words=3)
+    assert streamed[0] == "See the big red house on the hill for"  # the link counts as one word
+    chunker = TextChunker(12, first_chunk_words=2)
+    assert chunker("Hello there you ") == ["Hello there"]
+    assert chunker("and more words here ") == []
+    chunker.flush()
+    assert chunker("Next reply starts ") == ["Next reply"]
+
+
+def test_zero_words_keeps_clause_and_sentence_cuts_only():
+    assert chunk_stream("one two three four five six seven eight nine ten ", first_chunk_words=0)[0] == []

@@ -203,7 +203,7 @@ def test_silero_finds_one_segment_in_speech_and_none_in_silence_or_noise(speech_
         handler = VADHandler(wiring(turns), cfg)
         handler.setup()
         out = [o for f in audio_frames(audio, 1600) for o in handler.process(f)]
-        return out + list(handler.flush())
+        return [o for o in out + list(handler.flush()) if isinstance(o, SpeechSegment)]  # not the early guesses
 
     (segment,) = segments(padded)
     assert segment.start_s <= speech_start

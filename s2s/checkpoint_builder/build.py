@@ -31,9 +31,9 @@ from pathlib import Path
 
 import torch
 
+from s2s.checkpoint_builder.tokenizer_files import write_tokenizer_files
 from s2s.models import cache_root
 from s2s.qwen3_tts.options import SamplingParams
-from s2s.checkpoint_builder.tokenizer_files import write_tokenizer_files
 
 log = logging.getLogger(__name__)
 
@@ -386,7 +386,11 @@ def main(args: argparse.Namespace) -> int:
 
 
 if __name__ == "__main__":
+    import patches
+
+    patches.apply()  # a program's entry: qwen_tts imports torchaudio
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    _parser = argparse.ArgumentParser(prog="python -m s2s.checkpoint_builder.build", description=__doc__.split("\n\n")[0])
+    _parser = argparse.ArgumentParser(prog="python -m s2s.checkpoint_builder.build",
+                                      description=__doc__.split("\n\n")[0])
     _add_arguments(_parser)
     raise SystemExit(main(_parser.parse_args()))

@@ -43,11 +43,13 @@ class LayerWeights:
 
     input_norm: torch.Tensor  # [D]
     qkv: torch.Tensor  # [(Hq + 2 Hkv) d, D]
-    qk_norm: torch.Tensor  # [Hq + Hkv, d]: q_norm repeated Hq times, then k_norm repeated Hkv times
+    qk_norm: torch.Tensor | None  # [Hq + Hkv, d]: q_norm repeated Hq times, then k_norm repeated Hkv times
+    """None for models without q/k norms (Llama, Qwen2: s2s.llm_decode)."""
     o_proj: torch.Tensor  # [D, Hq d], column-major (its transpose is contiguous: see weights._column_major)
     post_norm: torch.Tensor  # [D]
     gate_up: torch.Tensor  # [2 I, D]
     down: torch.Tensor  # [D, I], column-major
+    qkv_bias: torch.Tensor | None = None  # [(Hq + 2 Hkv) d]: Qwen2's q/k/v biases; None for Qwen3 and Llama
 
 
 @dataclass(frozen=True)
@@ -87,9 +89,12 @@ def decoder_layer(
     T = x.shape[1]
     hq, hkv, d = shape.q_heads, shape.kv_heads, shape.head_dim
     h = rms_norm(x, w.input_norm, shape.eps)  # [1, T, D]
-    qkv = F.linear(h, w.qkv).view(T, hq + 2 * hkv, d)  # [T, Hq + 2 Hkv, d]
-    folded = rotations.dim() == 4  # the q/k norm weights are in the rotations
-    qk = rms_norm(qkv[:, : hq + hkv], None if folded else w.qk_norm, shape.eps)  # [T, Hq + Hkv, d]
+    qkv = F.linear(h, w.qkv, w.qkv_bias).view(T, hq + 2 * hkv, d)  # [T, Hq + 2 Hkv, d]
+    if w.qk_norm is None:  # no q/k norm (Llama, Qwen2): RoPE must not write over its own input, hence a copy
+        qk = qkv[:, : hq + hkv].clone()  # [T, Hq + Hkv, d]
+    else:
+        folded = rotations.dim() == 4  # the q/k norm weights are in the rotations
+        qk = rms_norm(qkv[:, : hq + hkv], None if folded else w.qk_norm, shape.eps)  # [T, Hq + Hkv, d]
     apply_rope(qk, rotations, out=qkv[:, : hq + hkv])  # rotated q, k replace the raw ones
     cache.index_copy_(0, slots, qkv[:, hq:])  # [T, 2 Hkv, d] (k, v) written at slots
     return _attention_and_mlp(x, w, shape, qkv[:, :hq], cache[:kv_len], mask)
@@ -139,7 +144,8 @@ def _attention_and_mlp(x: torch.Tensor, w: LayerWeights, shape: LayerShape, q: t
     return x.addmm_(F.silu(gate) * up, w.down.t()).view(1, T, D)  # [1, T, D]: residual += down(SiLU(gate) up)
 
 
-def causal_mask(T: int, group: int, device: torch.device) -> torch.Tensor:
-    """Bool [group * T, T] causal mask for a prefill of T tokens starting at slot 0, rows grouped as the queries."""
-    base = torch.ones(T, T, dtype=torch.bool, device=device).tril()  # [T, T]
-    return base.repeat(group, 1)  # [group T, T]
+def causal_mask(T: int, group: int, device: torch.device, start: int = 0) -> torch.Tensor:
+    """Bool [group * T, start + T] causal mask for a prefill of T tokens at slots start..start+T-1 (keys from slot
+    0 on), rows grouped as the queries."""
+    base = torch.ones(T, start + T, dtype=torch.bool, device=device).tril(start)  # [T, start + T]
+    return base.repeat(group, 1)  # [group T, start + T]

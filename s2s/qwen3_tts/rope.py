@@ -30,7 +30,21 @@ class RopeTables:
         positions = torch.arange(max_len, dtype=torch.float)  # [L]
         freqs = positions[:, None] * inv_freq[None, :]  # [L, d/2]
         angles = torch.cat((freqs, freqs), dim=-1)  # [L, d]
-        self.cos_sin = torch.stack((angles.cos(), angles.sin()), dim=1).unsqueeze(2).to(device, dtype)  # [L, 2, 1, d]
+        self._store(angles.cos(), angles.sin(), dtype, device)
+
+    @classmethod
+    def from_cos_sin(cls, cos: torch.Tensor, sin: torch.Tensor, dtype: torch.dtype,
+                     device: torch.device) -> RopeTables:
+        """Tables from cos/sin [max_len, head_dim] computed elsewhere: a transformers model's own rotary embedding,
+        which covers its RoPE variants (llama3, yarn, linear scaling, attention scaling) (s2s.llm_decode)."""
+        tables = cls.__new__(cls)
+        tables._store(cos.float().cpu(), sin.float().cpu(), dtype, device)
+        return tables
+
+    def _store(self, cos: torch.Tensor, sin: torch.Tensor, dtype: torch.dtype, device: torch.device) -> None:
+        """cos/sin fp32 [L, d] -> ``cos_sin`` [L, 2, 1, d] and the rotation basis, in ``dtype`` on ``device``."""
+        head_dim = cos.shape[-1]
+        self.cos_sin = torch.stack((cos, sin), dim=1).unsqueeze(2).to(device, dtype)  # [L, 2, 1, d]
         half = head_dim // 2
         swap = torch.zeros(head_dim, head_dim)  # [d, d]; x @ swap == rotate_half(x) = cat(-x2, x1)
         swap[half:, :half] = -torch.eye(half)

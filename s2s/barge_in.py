@@ -1,0 +1,183 @@
+"""Barge-in: is the user talking over the assistant, long enough to interrupt it? (full duplex)
+
+``BargeInDetector`` is a stateful callable fed every VAD frame (512 samples, 32 ms at 16 kHz): the echo-cancelled
+microphone audio, Silero's speech probability and the far-end reference that played meanwhile
+(``AudioFrame.far_end``). It returns a ``BargeIn`` once the user has spoken for ``barge_in_min_speech_ms``; no
+thread, no I/O.
+
+A run of speech is a stretch of frames Silero calls speech (probability at least ``barge_in_threshold``, down to
+``HYSTERESIS`` less once the run goes on) with gaps of less than ``GAP_FRAMES``; it starts ``LEARN_DELAY_FRAMES``
+frames early (Silero's probability rises a frame or two late). Within a run, each 4 ms sub-block is
+
+* **loud** when it is ``LOUD_DB`` above the noise floor (a low quantile of the sub-block energies): the run's
+  duration is its loud sub-blocks, so the probability Silero keeps for a frame or two after a sound ends adds
+  nothing, and a 150 ms "mm" counts 150 ms;
+* **clear of echo** when, in addition, it is ``echo_margin_db`` louder than the echo expected from the far end: the
+  loudest far-end sub-block of the last ``TAIL_S`` (the acoustic delay plus the reverberation) times the coupling,
+  the loudest ratio of canceller output to far end seen while the user was silent (``LEARN_DELAY_FRAMES`` frames
+  before and after); meanwhile it decays by ``COUPLING_DECAY`` while the far end plays (the loud residual of a
+  canceller that is still converging is forgotten within seconds), and it starts at ``COUPLING_START_DB``.
+
+The run interrupts once its duration reaches the minimum and ``CLEAR_FRACTION`` of the minimum was clear of echo.
+Two criteria, because the canceller's suppressor thins the user's voice while the assistant speaks (about half of
+its sub-blocks stay above the guard) but leaves almost nothing of the echo (a few isolated sub-blocks): the duration
+comes from everything the user said, the proof that it is not echo from the part that stands out. A cough or a door
+slam never starts a run (Silero gives them almost no probability).
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+
+import numpy as np
+
+RATE = 16000
+SUB = 64
+"""Samples per sub-block (4 ms)."""
+SUB_S = SUB / RATE
+TAIL_S = 0.3
+"""Far-end audio this old can still echo: up to 120 ms of delay plus the reverberation tail (RT60 up to 300 ms at
+-60 dB; the canceller removes most of it)."""
+HYSTERESIS = 0.15
+"""Once a run goes on, a frame counts down to ``barge_in_threshold - HYSTERESIS`` (as the VAD does)."""
+GAP_FRAMES = 6
+"""Frames (192 ms) without speech that end a run (a pause between words is shorter)."""
+LOUD_DB = 12.0
+"""A sub-block counts only this far above the noise floor."""
+FLOOR_QUANTILE = 0.05
+FLOOR_STEP_DB = 0.5
+"""The noise floor is the ``FLOOR_QUANTILE`` of the sub-block energies, tracked in steps of this size (it rises by
+at most ~6 dB per second of continuous sound)."""
+FLOOR_START_DB = -70.0
+"""The noise floor before anything was heard (dB full scale)."""
+FAR_ACTIVE_DB = -60.0
+"""Far-end sub-blocks quieter than this play nothing (dB full scale)."""
+COUPLING_START_DB = -30.0
+"""The coupling before anything was learnt (a converged canceller leaves ~40 dB less; an unconverged one teaches the
+coupling its own level within a few frames)."""
+COUPLING_DECAY = 10.0
+"""dB per second the coupling falls while the far end plays and nothing louder comes out of the canceller."""
+SPEECH_FREE = 0.3
+"""Outside runs, sub-blocks of frames below this probability teach the coupling (they are not the user's)..."""
+LEARN_DELAY_FRAMES = 2
+"""... once this many later frames have not started a run either (Silero may call the start of speech a frame or
+two late; the user's first syllable must not teach the coupling)."""
+CLEAR_FRACTION = 1.0
+"""Part of the minimum duration that must be clear of echo (50 ms of 200)."""
+
+
+@dataclass(frozen=True)
+class BargeIn:
+    """The user's speech reached the minimum duration."""
+
+    onset_s: float
+    """Stream time of its first loud sub-block."""
+    decided_s: float
+    """Stream time of the end of the frame that reached the minimum."""
+    speech_s: float
+    """Seconds of speech counted (at least the minimum)."""
+
+
+def db(energy: float | np.ndarray) -> float | np.ndarray:
+    return 10.0 * np.log10(np.maximum(energy, 1e-12))
+
+
+class BargeInDetector:
+    """``__call__(near, probability, start_s, far=None) -> BargeIn | None`` per VAD frame (one BargeIn per run);
+    ``reset()`` forgets the current run (the noise floor and the coupling describe the room and are kept)."""
+
+    def __init__(self, min_speech_ms: int, threshold: float, echo_margin_db: float) -> None:
+        self.min_speech_s = min_speech_ms / 1000
+        self.threshold = threshold
+        self.margin_db = echo_margin_db
+        self.floor_db = FLOOR_START_DB
+        self.coupling_db = COUPLING_START_DB
+        self._far: deque[float] = deque(maxlen=max(1, round(TAIL_S / SUB_S)))
+        """Energy (dB) of the last ``TAIL_S`` of far-end sub-blocks."""
+        self._recent: deque[tuple[list[tuple[bool, bool]], float]] = deque(maxlen=LEARN_DELAY_FRAMES)
+        """(sub-blocks' (loud, clear), start) of the last frames: a run that starts counts them too."""
+        self._to_learn: deque[list[float | None]] = deque()
+        """Per recent frame: what it would teach the coupling, once no run has started after it."""
+        self.reset()
+
+    def reset(self) -> None:
+        self._run = False
+        self._gap = 0
+        self._speech_s = 0.0
+        self._clear_s = 0.0
+        self._onset_s: float | None = None
+        self._fired = False
+
+    @property
+    def in_speech(self) -> bool:
+        """A run of speech is going on."""
+        return self._run
+
+    def __call__(self, near: np.ndarray, probability: float, start_s: float,
+                 far: np.ndarray | None = None) -> BargeIn | None:
+        near_db = db(np.mean(np.square(near.reshape(-1, SUB), dtype=np.float64), axis=1))  # [8]
+        far_db = np.full(len(near_db), -120.0) if far is None else \
+            db(np.mean(np.square(far.reshape(-1, SUB), dtype=np.float64), axis=1))  # [8]
+        lesson: list[float | None] = []
+        subs = [self._sub_block(float(n), float(f), lesson) for n, f in zip(near_db, far_db, strict=True)]
+        speech = probability >= self.threshold or (self._run and probability >= self.threshold - HYSTERESIS)
+        found = self._count(speech, subs, start_s)
+        self._learn(lesson if not self._run and probability < SPEECH_FREE else [])
+        self._recent.append((subs, start_s))
+        return found
+
+    def _sub_block(self, near_db: float, far_db: float, lesson: list[float | None]) -> tuple[bool, bool]:
+        """(loud, clear of echo) for one sub-block; updates the noise floor and, while the far end plays, adds what
+        it could teach the coupling to ``lesson`` (its ratio to the far end if loud, else None: time to decay)."""
+        self._far.append(far_db)
+        far_max_db = max(self._far)
+        far_active = far_max_db > FAR_ACTIVE_DB
+        self.floor_db += FLOOR_STEP_DB * (FLOOR_QUANTILE - (near_db < self.floor_db))
+        loud = near_db >= self.floor_db + LOUD_DB
+        if far_active:
+            lesson.append(near_db - far_max_db if loud else None)
+        clear = loud and (not far_active or near_db >= far_max_db + self.coupling_db + self.margin_db)
+        return loud, clear
+
+    def _learn(self, lesson: list[float | None]) -> None:
+        """Queue this frame's lesson; teach the one of the frame ``LEARN_DELAY_FRAMES`` back unless a run started
+        since (a run clears the queue: while the user may be speaking, the coupling neither learns nor decays)."""
+        if self._run:
+            self._to_learn.clear()
+            return
+        self._to_learn.append(lesson)
+        if len(self._to_learn) > LEARN_DELAY_FRAMES:
+            for ratio in self._to_learn.popleft():
+                self.coupling_db -= COUPLING_DECAY * SUB_S
+                if ratio is not None:
+                    self.coupling_db = max(self.coupling_db, ratio)
+
+    def _count(self, speech: bool, subs: list[tuple[bool, bool]], start_s: float) -> BargeIn | None:
+        if not speech:
+            if self._run:
+                self._gap += 1
+                if self._gap >= GAP_FRAMES:
+                    self.reset()
+            return None
+        if not self._run:
+            self._run = True
+            for recent, recent_start in self._recent:
+                self._add(recent, recent_start)
+        self._gap = 0
+        self._add(subs, start_s)
+        enough = self._speech_s >= self.min_speech_s - 1e-9 and \
+            self._clear_s >= CLEAR_FRACTION * self.min_speech_s - 1e-9
+        if self._fired or not enough:
+            return None
+        self._fired = True
+        return BargeIn(onset_s=self._onset_s, decided_s=start_s + len(subs) * SUB_S, speech_s=self._speech_s)
+
+    def _add(self, subs: list[tuple[bool, bool]], start_s: float) -> None:
+        for k, (loud, clear) in enumerate(subs):
+            if loud:
+                if self._onset_s is None:
+                    self._onset_s = start_s + k * SUB_S
+                self._speech_s += SUB_S
+            if clear:
+                self._clear_s += SUB_S
