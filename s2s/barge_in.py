@@ -7,22 +7,22 @@ thread, no I/O.
 
 A run of speech is a stretch of frames Silero calls speech (probability at least ``barge_in_threshold``, down to
 ``HYSTERESIS`` less once the run goes on) with gaps of less than ``GAP_FRAMES``; it starts ``LEARN_DELAY_FRAMES``
-frames early (Silero's probability rises a frame or two late). Within a run, each 4 ms sub-block is
+frames early (Silero's probability rises a frame or two late). The run's duration is the time its 4 ms sub-blocks
+are
 
-* **loud** when it is ``LOUD_DB`` above the noise floor (a low quantile of the sub-block energies): the run's
-  duration is its loud sub-blocks, so the probability Silero keeps for a frame or two after a sound ends adds
-  nothing, and a 150 ms "mm" counts 150 ms;
-* **clear of echo** when, in addition, it is ``echo_margin_db`` louder than the echo expected from the far end: the
-  loudest far-end sub-block of the last ``TAIL_S`` (the acoustic delay plus the reverberation) times the coupling,
+* **loud**: ``LOUD_DB`` above the noise floor (a low quantile of the sub-block energies), so the probability Silero
+  keeps for a frame or two after a sound ends adds nothing, and a 150 ms "mm" counts 150 ms at most;
+* and **clear of echo**: ``echo_margin_db`` louder than the echo expected from the far end, so what the canceller
+  lets through around the user's voice (it cancels less while both talk) adds nothing either. The expected echo is
+  the loudest far-end sub-block of the last ``TAIL_S`` (the acoustic delay plus the reverberation) times the coupling,
   the loudest ratio of canceller output to far end seen while the user was silent (``LEARN_DELAY_FRAMES`` frames
   before and after); meanwhile it decays by ``COUPLING_DECAY`` while the far end plays (the loud residual of a
   canceller that is still converging is forgotten within seconds), and it starts at ``COUPLING_START_DB``.
 
-The run interrupts once its duration reaches the minimum and ``CLEAR_FRACTION`` of the minimum was clear of echo.
-Two criteria, because the canceller's suppressor thins the user's voice while the assistant speaks (about half of
-its sub-blocks stay above the guard) but leaves almost nothing of the echo (a few isolated sub-blocks): the duration
-comes from everything the user said, the proof that it is not echo from the part that stands out. A cough or a door
-slam never starts a run (Silero gives them almost no probability).
+The run interrupts once its duration reaches the minimum; its onset is its first loud sub-block. While the assistant
+speaks, the canceller's suppressor thins the user's voice (some of its sub-blocks fall under the guard), so an
+interruption then takes more than the minimum of speech; the echo itself leaves almost nothing above the guard. A
+cough or a door slam never starts a run (Silero gives them almost no probability).
 """
 
 from __future__ import annotations
@@ -63,8 +63,6 @@ SPEECH_FREE = 0.3
 LEARN_DELAY_FRAMES = 2
 """... once this many later frames have not started a run either (Silero may call the start of speech a frame or
 two late; the user's first syllable must not teach the coupling)."""
-CLEAR_FRACTION = 1.0
-"""Part of the minimum duration that must be clear of echo (50 ms of 200)."""
 
 
 @dataclass(frozen=True)
@@ -76,7 +74,7 @@ class BargeIn:
     decided_s: float
     """Stream time of the end of the frame that reached the minimum."""
     speech_s: float
-    """Seconds of speech counted (at least the minimum)."""
+    """Seconds of speech counted: loud and clear of echo (at least the minimum)."""
 
 
 def db(energy: float | np.ndarray) -> float | np.ndarray:
@@ -105,7 +103,6 @@ class BargeInDetector:
         self._run = False
         self._gap = 0
         self._speech_s = 0.0
-        self._clear_s = 0.0
         self._onset_s: float | None = None
         self._fired = False
 
@@ -166,18 +163,14 @@ class BargeInDetector:
                 self._add(recent, recent_start)
         self._gap = 0
         self._add(subs, start_s)
-        enough = self._speech_s >= self.min_speech_s - 1e-9 and \
-            self._clear_s >= CLEAR_FRACTION * self.min_speech_s - 1e-9
-        if self._fired or not enough:
+        if self._fired or self._speech_s < self.min_speech_s - 1e-9:
             return None
         self._fired = True
         return BargeIn(onset_s=self._onset_s, decided_s=start_s + len(subs) * SUB_S, speech_s=self._speech_s)
 
     def _add(self, subs: list[tuple[bool, bool]], start_s: float) -> None:
         for k, (loud, clear) in enumerate(subs):
-            if loud:
-                if self._onset_s is None:
-                    self._onset_s = start_s + k * SUB_S
-                self._speech_s += SUB_S
+            if loud and self._onset_s is None:
+                self._onset_s = start_s + k * SUB_S
             if clear:
-                self._clear_s += SUB_S
+                self._speech_s += SUB_S

@@ -209,8 +209,9 @@ class LLMConfig:
     system_prompt: str = (
         "You are a helpful voice assistant. Answer in one or two short spoken sentences, without lists or markdown."
     )
-    max_history_turns: int = 4
-    """User/assistant exchanges kept in the chat history."""
+    max_history_turns: int = -1
+    """User/assistant exchanges kept in the chat history; -1 = by model size: none under 1B parameters (a 135M
+    model copies its earlier replies: bench/results/2026-12-02-history-cpu.md), 4 from 1B up."""
     max_new_tokens: int = 96
     temperature: float = 0.0
     """0 = greedy."""
@@ -231,7 +232,7 @@ class LLMConfig:
     def validate(self) -> None:
         _check_choice("llm", "device", self.device, DEVICES)
         _check_choice("llm", "dtype", self.dtype, DTYPES)
-        _check_range("llm", "max_history_turns", self.max_history_turns, 0, 1000)
+        _check_range("llm", "max_history_turns", self.max_history_turns, -1, 1000)
         _check_range("llm", "max_new_tokens", self.max_new_tokens, 1, 4096)
         _check_range("llm", "temperature", self.temperature, 0.0, 5.0)
         _check_range("llm", "min_chunk_chars", self.min_chunk_chars, 1, 10_000)

@@ -52,8 +52,8 @@ def test_spoken_question_gets_a_spoken_reply_closed_loop(smollm2_dir, tmp_path, 
 
 def test_two_questions_give_two_turns_in_order_with_history(smollm2_dir, tmp_path, info_logs):  # noqa: F811
     out = tmp_path / "reply.wav"
-    pipeline = run(build(integration_config(smollm2_dir), input_path=EXAMPLES / "two_questions.wav",
-                         output_path=out))
+    pipeline = run(build(integration_config(smollm2_dir, "llm.max_history_turns=4"),
+                         input_path=EXAMPLES / "two_questions.wav", output_path=out))
 
     assert [r["turn"] for r in pipeline.turns.records] == [1, 2]
     assert all(r["error"] is None for r in pipeline.turns.records)
@@ -82,8 +82,8 @@ class FailsFirstRequest:
 
 def test_a_stage_raising_mid_turn_ends_that_turn_and_the_next_is_answered(smollm2_dir, tmp_path,  # noqa: F811
                                                                            info_logs):
-    pipeline = build(integration_config(smollm2_dir), input_path=EXAMPLES / "two_questions.wav",
-                     output_path=tmp_path / "reply.wav")
+    pipeline = build(integration_config(smollm2_dir, "llm.max_history_turns=4"),
+                     input_path=EXAMPLES / "two_questions.wav", output_path=tmp_path / "reply.wav")
     pipeline.setup()
     tts = next(stage for stage in pipeline.stages if stage.name == "tts")
     tts.engine = FailsFirstRequest(tts.engine)
