@@ -93,9 +93,8 @@ def report(args, records: list[dict], samples: list, wall_s: float, setup_s: flo
     e2e = [r["e2e_s"] for r in records if r.get("e2e_s") is not None]
     first_token = [r["llm_first_token_ms"] / 1000 for r in records if r.get("llm_first_token_ms") is not None]
     errors = [r for r in records if r.get("error")]
-    after_warmup = [s for s in samples if s[0] >= 2 * RSS_EVERY]
-    growth = after_warmup[-1][2] - after_warmup[0][2] if len(after_warmup) > 1 else float("nan")
-    span = after_warmup[-1][0] - after_warmup[0][0] if len(after_warmup) > 1 else 0
+    settled = [s[2] for s in samples if s[0] >= 2 * RSS_EVERY]  # RSS after the first allocations
+    half = len(settled) // 2
     lines = [
         f"# Soak: {len(records)} turns through one CPU pipeline ({datetime.date.today()})",
         "",
@@ -120,9 +119,11 @@ def report(args, records: list[dict], samples: list, wall_s: float, setup_s: flo
     if first_token:
         lines.append(f"| end of speech -> first LLM token, p50 / p90 | {percentile(first_token, 50):.2f} / "
                      f"{percentile(first_token, 90):.2f} s |")
-    start = after_warmup[0][0] if after_warmup else "-"
+    if half:
+        first, second = statistics.mean(settled[:half]), statistics.mean(settled[half:])
+        lines.append(f"| RSS from turn {2 * RSS_EVERY} on: min / max | {min(settled):.0f} / {max(settled):.0f} MiB |")
+        lines.append(f"| RSS mean, first half -> second half of those samples | {first:.0f} -> {second:.0f} MiB |")
     lines += [
-        f"| RSS growth from turn {start} to the end | {growth:+.1f} MiB over {span} turns |",
         "",
         "## Memory every 10 turns",
         "",

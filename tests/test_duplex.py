@@ -22,7 +22,7 @@ from handlers.llm import INTERRUPTED
 from s2s.messages import Transcript
 from s2s.pipeline import Pipeline
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.realtime]
 
 WAIT_S = 120.0
 """Bound for one reply on a loaded 2-core CI machine."""
@@ -108,9 +108,9 @@ def info_logs(caplog):
     return caplog
 
 
-def speaker_stop_after(room: SimulatedRoom, t: float, silence_s: float = 0.7) -> float | None:
+def speaker_stop_after(room: SimulatedRoom, t: float, silence_s: float = 1.0) -> float | None:
     """Room time at which the speaker went quiet after ``t`` for at least ``silence_s`` (longer than the pauses
-    within a reply), or None."""
+    within a reply, shorter than the wait for the answer to a question), or None."""
     played = np.abs(room.recorded("speaker")) > 0.005
     rate = room.speaker_rate
     window = int(silence_s * rate)
@@ -122,14 +122,14 @@ def speaker_stop_after(room: SimulatedRoom, t: float, silence_s: float = 0.7) ->
 
 # ---- echo only ---------------------------------------------------------------------------------------------------
 CITIES = ["Paris", "Rome", "Berlin", "Madrid", "Vienna", "Lisbon", "Prague", "Dublin", "Oslo", "Athens", "Cairo",
-          "Tokyo", "Lima", "Sydney", "Toronto", "Nairobi", "Seoul", "Warsaw", "Helsinki", "Istanbul", "Brussels"]
+          "Tokyo", "Lima", "Sydney", "Toronto", "Nairobi", "Seoul", "Warsaw", "Helsinki", "Istanbul"]
 
 
 def test_echo_only_in_a_loud_room_never_interrupts_nor_makes_a_turn(smollm2_dir, monkeypatch):  # noqa: F811
-    """21 replies of a few seconds each, back to back, in a loud room at twice real time: no interruption, and
+    """20 replies of a few seconds each, back to back, in a loud room at twice real time: no interruption, and
     every turn is one that was asked for (none was made from the assistant's own voice)."""
     room = SimulatedRoom(LOUD_ROOM, speed=2.0).install(monkeypatch)
-    config = duplex_config(smollm2_dir, "llm.max_history_turns=0", "llm.max_new_tokens=24")
+    config = duplex_config(smollm2_dir, "llm.max_history_turns=0", "llm.max_new_tokens=20")
     with Duplex(room, config) as duplex:
         for city in CITIES:
             duplex.wait_record(duplex.ask(f"Tell me about {city}."))
@@ -148,7 +148,7 @@ def test_echo_only_in_a_loud_room_never_interrupts_nor_makes_a_turn(smollm2_dir,
 # ---- barge-in ----------------------------------------------------------------------------------------------------
 def test_barge_in_stops_the_reply_and_answers_the_new_question(smollm2_dir, monkeypatch, info_logs):  # noqa: F811
     room = SimulatedRoom(NORMAL_ROOM, speed=1.0).install(monkeypatch)
-    question = USER_LEVEL * speak("Wait. What time is it in London?")
+    question = USER_LEVEL * speak("Please tell me the weather in Berlin.")
     with Duplex(room, duplex_config(smollm2_dir, "llm.max_new_tokens=96")) as duplex:
         story = duplex.ask("Tell me a long story about a brave knight and a dragon.")
         start = duplex.wait_playing()
@@ -169,7 +169,7 @@ def test_barge_in_stops_the_reply_and_answers_the_new_question(smollm2_dir, monk
     assert abs(interruption.barge_in.onset_s - said.onset_s) < 0.15
 
     (heard_question,) = said_in_turn(info_logs, "handlers.stt", "STT", answer["turn"])
-    assert {"time", "london"} <= words(heard_question)
+    assert {"weather", "berlin"} <= words(heard_question)
     assert answer["error"] is None and answer["first_audio_out_ms"] is not None and not answer["interrupted"]
 
     reply = " ".join(said_in_turn(info_logs, "handlers.llm", "LLM", story))
