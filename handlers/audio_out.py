@@ -205,10 +205,12 @@ class SpeakerSink(Sink):
 
     Full duplex (``wiring.far_end`` set): the stream opens with low latency and its clock becomes the far end's;
     every block is reported to the far end, stamped when the device has taken it, as the echo canceller's reference (the
-    stream's reported latency is the canceller's delay hint). ``FADE_S`` of audio stays in hand, so that a turn the
-    user interrupts (``turns.interrupted``) stops with a fade: within one block (or ``INTERRUPT_POLL_S`` when idle)
-    the held audio is dropped, one last block fades out, and the turn ends with ``playback_stopped`` marked and the
-    words that were played (``PlayedText``) as what the user heard."""
+    stream's reported latency is the canceller's delay hint). ``FADE_S`` of audio stays in hand, so that playback can
+    stop with a fade within one block (or ``INTERRUPT_POLL_S`` when idle): a turn the VAD pauses
+    (``turns.paused``: the user may be interrupting) fades out and its audio is held until it resumes (with a fade-in)
+    or is interrupted (``turns.interrupted``); an interrupted turn's audio is dropped and the turn ends with
+    ``playback_stopped`` marked (when it faded out) and the words that were played (``PlayedText``) as what the user
+    heard."""
 
     name = "speaker"
 
@@ -225,6 +227,10 @@ class SpeakerSink(Sink):
         """The turn whose audio was handed over last (full duplex)."""
         self._stopped: set[int] = set()
         """Interrupted turns this sink ended before their TurnEnd came."""
+        self._silent_since: float | None = None
+        """Monotonic time the paused turn's playback went quiet (None while it plays)."""
+        self._fade_in = False
+        """The next block handed over starts with a fade-in (after a pause)."""
         if self.far_end is not None:
             self.poll_s = min(self.poll_s, INTERRUPT_POLL_S)
 
@@ -265,12 +271,16 @@ class SpeakerSink(Sink):
         keep = 0 if self.far_end is None else round(FADE_S * self.rate)  # what a fade-out would play
         size = self.cfg.block_size
         while len(self._held) - keep >= size and not self.stop_event.is_set():
-            if self._stop_interrupted():
-                return
+            if self._follow_turn() or self._silent_since is not None:
+                return  # interrupted, or paused: the audio waits in hand
             block, self._held = self._held[:size], self._held[size:]
             self._write_block(turn_id, block)
 
     def finish_turn(self, turn_id: int) -> None:
+        while self.far_end is not None and self.turns.paused(turn_id) and not self.stop_event.is_set():
+            self.stop_event.wait(INTERRUPT_POLL_S)  # the rest plays once the VAD resumes the turn
+        if self._follow_turn():
+            return  # interrupted meanwhile
         size = self.cfg.block_size
         while self._held.size:  # full duplex holds up to one block and a fade more
             block, self._held = self._held[:size], self._held[size:]
@@ -287,7 +297,7 @@ class SpeakerSink(Sink):
             self._stopped.discard(turn_id)
             return
         if self.far_end is not None and turn_id is not None and self.turns.interrupted(turn_id):
-            if not self._stop_interrupted():  # none of its audio was playing
+            if not self._follow_turn():  # none of its audio was playing
                 self._end_interrupted(turn_id)
             self._stopped.discard(turn_id)
             return
@@ -296,27 +306,43 @@ class SpeakerSink(Sink):
     def get(self) -> object | None:
         item = super().get()
         if self.far_end is not None:
-            self._stop_interrupted()
+            self._follow_turn()
         return item
 
-    def _stop_interrupted(self) -> bool:
-        """Full duplex: if the user interrupted the turn being played, fade out what it holds and end it. True if
-        it did."""
+    def _follow_turn(self) -> bool:
+        """Full duplex: do what the VAD decided for the turn being played. Interrupted: fade out (unless paused
+        already), drop what is held and end the turn (True). Paused: fade out and hold. Resumed: play on, fading in.
+        """
         turn_id = self._playing
-        if turn_id is None or self.far_end is None or not self.turns.interrupted(turn_id):
+        if turn_id is None or self.far_end is None:
             return False
-        fade = self._held[:round(FADE_S * self.rate)]
-        self._held = np.zeros(0, dtype=np.float32)
+        if self.turns.interrupted(turn_id):
+            if self._silent_since is None:
+                self._fade_out(turn_id)
+            self._held = np.zeros(0, dtype=np.float32)
+            self._end_interrupted(turn_id)
+            self._stopped.add(turn_id)
+            return True
+        paused = self.turns.paused(turn_id)
+        if paused and self._silent_since is None:
+            self._fade_out(turn_id)
+        elif not paused and self._silent_since is not None:
+            self._silent_since, self._fade_in = None, True
+        return False
+
+    def _fade_out(self, turn_id: int) -> None:
+        """One last block: the next ``FADE_S`` of held audio fading to silence (none if nothing played yet)."""
+        fade = self._held[:round(FADE_S * self.rate)] if turn_id in self._started else self._held[:0]
+        self._held = self._held[len(fade):]
         if fade.size:
             fade = fade * np.linspace(1.0, 0.0, len(fade), dtype=np.float32)
             self._write_block(turn_id, np.pad(fade, (0, self.cfg.block_size - len(fade))), len(fade))
-        self._end_interrupted(turn_id)
-        self._stopped.add(turn_id)
-        return True
+        self._silent_since = time.monotonic() + (self.far_end.output_latency_s or 0.0)  # once the device played it
 
     def _end_interrupted(self, turn_id: int) -> None:
-        """End an interrupted turn: playback stops once what the device holds has played."""
-        self.turns.mark(turn_id, "playback_stopped", time.monotonic() + (self.far_end.output_latency_s or 0.0))
+        """End an interrupted turn: ``playback_stopped`` is when it went quiet."""
+        quiet = self._silent_since if turn_id == self._playing else None
+        self.turns.mark(turn_id, "playback_stopped", quiet or time.monotonic())
         played = self._played.get(turn_id)
         heard = played.heard() if played is not None else ""
         self._forget(turn_id)
@@ -327,10 +353,15 @@ class SpeakerSink(Sink):
         super()._forget(turn_id)
         self._played.pop(turn_id, None)
         if self._playing == turn_id:
-            self._playing = None
+            self._playing, self._silent_since, self._fade_in = None, None, False
 
     def _write_block(self, turn_id: int, block: np.ndarray, audio: int | None = None) -> None:
         """Hand one block to the device; ``audio``: how many of its samples are reply audio (the rest padding)."""
+        if self._fade_in:
+            fade = min(round(FADE_S * self.rate), len(block))
+            block = block.copy()
+            block[:fade] *= np.linspace(0.0, 1.0, fade, dtype=np.float32)
+            self._fade_in = False
         underflowed = self.stream.write(block.reshape(self.cfg.block_size, 1))  # [block_size, channels]
         if underflowed:
             log.debug("speaker underflow")

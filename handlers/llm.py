@@ -367,7 +367,8 @@ class LLMHandler(Handler):
         heard = self.turns.heard(turn_id)
         if heard is not None or self.turns.interrupted(turn_id):  # the sink may not have ended it yet: none heard
             self.history.append((user, f"{heard} {INTERRUPTED}" if heard else INTERRUPTED))
-            log.info("LLM: turn %d was interrupted; the history keeps what was played: %r", turn_id, heard or "")
+            if self.history.maxlen:
+                log.info("LLM: turn %d was interrupted; the history keeps what was played: %r", turn_id, heard or "")
             self._unconfirmed = None
             return
         record = next((r for r in reversed(self.turns.records) if r["turn"] == turn_id), None)

@@ -18,10 +18,11 @@ Two parts:
 
 Full duplex (``turns.half_duplex`` off; the frames carry the far end when an echo canceller runs): the microphone
 is never muted. Every frame also goes to the barge-in detector (``s2s.barge_in``), which sees the echo-cancelled
-audio, Silero's probability and the far end. When it finds enough of the user's speech while a turn is open, that
-turn is interrupted (``turns.interrupt``: its generation and playback stop) and the utterance in progress, pre-roll
-included, becomes the next turn when it ends. An utterance heard while the assistant thinks or speaks becomes a turn
-only that way: a backchannel, a cough or the assistant's own echo are dropped.
+audio, Silero's probability and the far end. While it suspects that the user is talking over an open turn, that
+turn's playback is paused (``turns.pause``; it resumes if the sound stays short); when it finds enough of the user's
+speech, the turn is interrupted (``turns.interrupt``: its generation and playback stop) and the utterance in
+progress, pre-roll included, becomes the next turn when it ends. An utterance heard while the assistant thinks or
+speaks becomes a turn only that way: a backchannel, a cough or the assistant's own echo are dropped.
 """
 
 from __future__ import annotations
@@ -239,9 +240,11 @@ class VADHandler(Handler):
     _muted = False
     _warned_rate = False
     _confirmed_s: float | None = None
-    """Full duplex: stream time of the onset of the last user speech the barge-in detector confirmed."""
+    """Full duplex: stream time at which the barge-in detector last confirmed the user's speech."""
     _far_heard_s = -math.inf
     """Full duplex: stream time of the end of the last frame during which the far end played."""
+    _paused: tuple[int, ...] = ()
+    """Full duplex: the turns this stage paused while the barge-in detector decides."""
 
     def setup(self) -> None:
         if self.model is None:
@@ -252,6 +255,8 @@ class VADHandler(Handler):
             self.model(silence)
         self.detector = UtteranceDetector(self.cfg, self.model)
         self.interruptions: list[Interruption] = []
+        self.pauses: list[float] = []
+        """Full duplex: stream times at which a reply was paused (for test harnesses and benchmarks)."""
         if not self.turns.half_duplex:
             self.barge_in = BargeInDetector(self.cfg.barge_in_min_speech_ms, self.cfg.barge_in_threshold,
                                             self.cfg.echo_margin_db)
@@ -299,14 +304,26 @@ class VADHandler(Handler):
         return resample(frame.samples, frame.sample_rate, SPEECH_RATE)
 
     def _barge_in_frame(self, frame: _Frame, probability: float) -> None:
-        """Full duplex, every frame: the barge-in detector; when it confirms the user's speech, interrupt the open
-        turns."""
+        """Full duplex, every frame: the barge-in detector. While it suspects the user is talking over the assistant,
+        the open turns' playback is paused; when it confirms it, they are interrupted; else they play on."""
         if frame.far is not None and db(float(np.max(np.abs(frame.far))) ** 2) > FAR_ACTIVE_DB:
             self._far_heard_s = frame.start_s + FRAME_S
         found = self.barge_in(frame.samples, probability, frame.start_s, frame.far)
         if found is None:
+            if self.barge_in.pause_wanted and not self._paused:
+                self._paused = tuple(t for t in self.turns.open_turns() if self.turns.pause(t))
+                if self._paused:
+                    self.pauses.append(frame.start_s)
+                    log.info("VAD: the user may be interrupting at %.2f s; turn %s paused", frame.start_s,
+                             ", ".join(map(str, self._paused)))
+            elif self._paused and not self.barge_in.pause_wanted:
+                for turn_id in self._paused:
+                    self.turns.resume(turn_id)
+                log.info("VAD: not enough to interrupt; turn %s plays on", ", ".join(map(str, self._paused)))
+                self._paused = ()
             return
-        self._confirmed_s = found.onset_s
+        self._paused = ()
+        self._confirmed_s = found.decided_s
         t_onset = frame.t_end - (found.decided_s - found.onset_s)  # monotonic capture time of the onset
         interrupted = tuple(t for t in self.turns.open_turns() if self.turns.interrupt(t, t_onset))
         if interrupted:
@@ -320,8 +337,8 @@ class VADHandler(Handler):
         if self.turns.half_duplex:
             return True
         confirmed, self._confirmed_s = self._confirmed_s, None
-        if confirmed is not None and utterance.start_s - FRAME_S <= confirmed <= utterance.end_s:
-            return True
+        if confirmed is not None and utterance.start_s - FRAME_S <= confirmed <= utterance.end_s + FRAME_S:
+            return True  # decided while it was being said (its onset may be earlier: Silero rates thinned speech low)
         busy = self.turns.open_turns() or self._far_heard_s >= utterance.start_s - TAIL_S
         if busy:
             log.info("VAD: %.2f-%.2f s was not enough to interrupt the assistant; ignored", utterance.start_s,

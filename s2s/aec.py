@@ -11,8 +11,8 @@ with that reference (the VAD's echo guard reads it). The reference is read as on
 jitter does not make it skip or repeat; a slow clock drift between the devices is followed one sample at a time, and
 only a jump (lost capture audio) re-anchors it. The canceller is told the expected delay between a reference frame
 and its echo, ``(t_render - t_analyze) + (t_process - t_capture)``: here the output device's reported latency (the
-reference is stamped when handed over, it plays that much later) plus the input device's (a capture block is stamped
-when read, it was recorded that much earlier).
+reference is stamped when the device takes it, it plays up to that much later) plus the input device's (a capture
+block is stamped when read, it was recorded that much earlier).
 """
 
 from __future__ import annotations

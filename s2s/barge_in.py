@@ -15,14 +15,19 @@ are
 * and **clear of echo**: ``echo_margin_db`` louder than the echo expected from the far end, so what the canceller
   lets through around the user's voice (it cancels less while both talk) adds nothing either. The expected echo is
   the loudest far-end sub-block of the last ``TAIL_S`` (the acoustic delay plus the reverberation) times the coupling,
-  the loudest ratio of canceller output to far end seen while the user was silent (``LEARN_DELAY_FRAMES`` frames
-  before and after); meanwhile it decays by ``COUPLING_DECAY`` while the far end plays (the loud residual of a
-  canceller that is still converging is forgotten within seconds), and it starts at ``COUPLING_START_DB``.
+  the loudest ratio of canceller output to far end seen while the user was silent (Silero's probability under
+  ``SPEECH_FREE``, no run ``LEARN_DELAY_FRAMES`` frames before and after, and under the guard itself: the start of the
+  user's voice, which Silero may rate low for a while after the canceller has thinned it, must not raise it);
+  meanwhile it decays by ``COUPLING_DECAY`` while the far end plays (the loud residual of a canceller that is still
+  converging is forgotten within seconds), and it starts at ``COUPLING_START_DB``.
 
-The run interrupts once its duration reaches the minimum; its onset is its first loud sub-block. While the assistant
-speaks, the canceller's suppressor thins the user's voice (some of its sub-blocks fall under the guard), so an
-interruption then takes more than the minimum of speech; the echo itself leaves almost nothing above the guard. A
-cough or a door slam never starts a run (Silero gives them almost no probability).
+The run interrupts once its duration reaches the minimum; its onset is its first loud sub-block. Before that, from
+``PAUSE_FRACTION`` of the minimum on, ``pause_wanted`` is set until the run ends or interrupts: the VAD then holds
+the reply's playback. This matters because while both talk, the canceller's suppressor cuts much of the user's
+voice (whole frames fall to the noise floor), so the minimum would take far longer than itself to gather; once the
+speaker is quiet, the user's voice comes through whole. A run that ends short of the minimum (a "mm") lets the
+reply play on after a short pause. The echo itself leaves almost nothing above the guard, and a cough or a door slam
+never starts a run (Silero gives them almost no probability).
 """
 
 from __future__ import annotations
@@ -58,6 +63,8 @@ COUPLING_START_DB = -30.0
 coupling its own level within a few frames)."""
 COUPLING_DECAY = 10.0
 """dB per second the coupling falls while the far end plays and nothing louder comes out of the canceller."""
+PAUSE_FRACTION = 0.25
+"""Part of the minimum duration (50 ms of 200) after which the reply is paused while the run goes on."""
 SPEECH_FREE = 0.3
 """Outside runs, sub-blocks of frames below this probability teach the coupling (they are not the user's)..."""
 LEARN_DELAY_FRAMES = 2
@@ -107,9 +114,9 @@ class BargeInDetector:
         self._fired = False
 
     @property
-    def in_speech(self) -> bool:
-        """A run of speech is going on."""
-        return self._run
+    def pause_wanted(self) -> bool:
+        """A run that may become an interruption is going on: hold the playback until it does or ends."""
+        return self._run and not self._fired and self._speech_s >= PAUSE_FRACTION * self.min_speech_s - 1e-9
 
     def __call__(self, near: np.ndarray, probability: float, start_s: float,
                  far: np.ndarray | None = None) -> BargeIn | None:
@@ -147,7 +154,7 @@ class BargeInDetector:
         if len(self._to_learn) > LEARN_DELAY_FRAMES:
             for ratio in self._to_learn.popleft():
                 self.coupling_db -= COUPLING_DECAY * SUB_S
-                if ratio is not None:
+                if ratio is not None and ratio < self.coupling_db + self.margin_db:  # above the guard: maybe the user
                     self.coupling_db = max(self.coupling_db, ratio)
 
     def _count(self, speech: bool, subs: list[tuple[bool, bool]], start_s: float) -> BargeIn | None:

@@ -152,12 +152,13 @@ class VADConfig:
     reaches min_silence_ms with no new speech, the transcript is already there; if the user speaks on, it is
     discarded. A value of min_silence_ms or more never speculates."""
     barge_in_min_speech_ms: int = 200
-    """Full duplex: this much speech while the assistant replies interrupts it (shorter sounds, a "mm-hm", do
-    not)."""
-    barge_in_threshold: float = 0.5
-    """Full duplex: speech probability a frame needs to count towards an interruption."""
+    """Full duplex: this much of the user's speech while the assistant thinks or speaks interrupts it (the reply
+    pauses from a quarter of it on); shorter sounds, a "mm" or a cough, do not."""
+    barge_in_threshold: float = 0.4
+    """Full duplex: speech probability a frame needs to count towards an interruption (under ``threshold``: the
+    canceller thins the user's voice while the assistant speaks, and Silero rates it lower)."""
     echo_margin_db: float = 10.0
-    """Full duplex: a frame counts as the user's only if it is this much louder than the echo expected from what
+    """Full duplex: sound counts as the user's only where it is this much louder than the echo expected from what
     the speaker played."""
 
     def validate(self) -> None:

@@ -1,18 +1,18 @@
 """The far end: what the speaker played, on one clock with the microphone, for the echo canceller (full duplex).
 
-The speaker sink calls ``played(block, rate, t)`` with every block it hands to the sound device, ``t`` being the
-hand-over time on ``clock``; the microphone's canceller reads the same timeline back with ``read(index, n)``, the
-index of a capture time coming from ``index(t)``. The timeline holds ``RATE`` (16 kHz) samples: sample ``i`` plays
-at ``clock`` time ``origin + i / RATE``, and silence where nothing played.
+The speaker sink calls ``played(block, rate, t)`` with every block the sound device has taken (a blocking write
+returns once it is in the device's buffer), ``t`` being that moment on ``clock``; the microphone's canceller reads
+the same timeline back with ``read(index, n)``, the index of a capture time coming from ``index(t)``. The timeline
+holds ``RATE`` (16 kHz) samples: sample ``i`` plays at ``clock`` time ``origin + i / RATE``, and silence where
+nothing played.
 
-Placement: a block goes right after the previous one (a device plays its buffer back to back, so hand-over jitter and
-a buffer filled ahead of time do not move it), unless the device ran dry: a block handed more than ``GAP_S`` after
-the end of the previous one, or later than that end after the device reported an underflow, starts a new stretch
-at its hand-over time (never later than the real start, but maybe earlier: the canceller's delay estimator takes up
-the difference). A block never plays before it is handed
-over, so the timeline is never late with respect to the real playback: the echo in the microphone always comes after
-its reference (the canceller's delay estimator then finds the output latency plus the acoustic delay). Audio at
-another rate is resampled here, on the way in (the sink writes the device's rate).
+Placement: a block goes right after the previous one (a device plays its buffer back to back, so jitter in the
+hand-over times and a buffer filled ahead of time do not move it), unless the device ran dry: a block handed more
+than ``GAP_S`` after the end of the previous one, or later than that end after the device reported an underflow,
+starts a new stretch at its hand-over time. A block never plays before the device took it, so the timeline is never
+late with respect to the real playback (only early, by at most the device's buffer): the echo in the microphone
+always comes after its reference, and the canceller's delay estimator finds the output latency plus the acoustic
+delay. Audio at another rate is resampled here, on the way in (the sink writes the device's rate).
 
 Thread-safe: one writer (the sink) and one reader (the microphone), each in its own thread.
 """
@@ -110,7 +110,7 @@ def stream_clock(stream: object) -> Callable[[], float]:
     """The clock of a sound device stream: its ``time`` (PortAudio's stream time, which both directions of a host
     API share; a simulated device's own clock), or ``time.monotonic`` where the stream has none."""
     try:
-        if float(getattr(stream, "time")) > 0:
+        if float(stream.time) > 0:
             return lambda: float(stream.time)
     except (AttributeError, TypeError, ValueError, RuntimeError):
         pass

@@ -14,7 +14,9 @@ Latency marks (monotonic seconds), in order of a normal turn:
 Full duplex: the VAD may ``interrupt`` a turn when the user talks over it (barge-in). From then on the turn is no
 longer open (every stage drops its data and stops generating), but it ends only when the sink has stopped playing
 it (``end`` with ``heard``, the words of the reply that were played). Its record then also has ``interrupted``
-and, in milliseconds from the user's speech onset, ``barge_in_detected`` and ``playback_stopped``.
+and, in milliseconds from the user's speech onset, ``barge_in_detected`` and ``playback_stopped``. Before that, on
+the first evidence of the user's voice, the VAD may ``pause`` the turn: it stays open and keeps generating, only
+its playback waits until it is resumed (the user said no more) or interrupted.
 """
 
 from __future__ import annotations
@@ -56,6 +58,8 @@ class Turns:
         """Interrupted turn -> the words of its reply that were played (the last ``HEARD_KEPT``)."""
         self._cancel: dict[int, threading.Event] = {}
         """Open turn -> the event ``cancel_event`` handed out (set when the turn stops being open)."""
+        self._paused: set[int] = set()
+        """Open turns whose playback waits (full duplex: the user may be interrupting)."""
         self._listening = threading.Event()
         self._listening.set()
         self.records: list[dict] = []
@@ -88,6 +92,7 @@ class Turns:
             if turn_id not in self._open or turn_id in self._interrupted:
                 return False
             self._interrupted[turn_id] = t_onset
+            self._paused.discard(turn_id)
             self._marks.setdefault(turn_id, {})["barge_in_detected"] = t_detected or time.monotonic()
             self._set_cancel(turn_id)
         log.info("turn %d: interrupted by the user", turn_id)
@@ -110,6 +115,26 @@ class Turns:
         event = self._cancel.pop(turn_id, None)
         if event is not None:
             event.set()
+
+    def pause(self, turn_id: int) -> bool:
+        """Hold the playback of an open turn (the user may be talking over it). False if it is not open or paused."""
+        with self._lock:
+            if turn_id not in self._open or turn_id in self._interrupted or turn_id in self._paused:
+                return False
+            self._paused.add(turn_id)
+        log.debug("turn %d: playback paused", turn_id)
+        return True
+
+    def resume(self, turn_id: int) -> None:
+        """Let a paused turn play on."""
+        with self._lock:
+            self._paused.discard(turn_id)
+        log.debug("turn %d: playback resumed", turn_id)
+
+    def paused(self, turn_id: int) -> bool:
+        """The turn's playback waits for ``resume`` or ``interrupt``."""
+        with self._lock:
+            return turn_id in self._paused
 
     def interrupted(self, turn_id: int) -> bool:
         """The user interrupted the turn and the sink has not ended it yet."""
@@ -134,6 +159,7 @@ class Turns:
             if self._open.pop(turn_id, None) is None:
                 return
             self._set_cancel(turn_id)
+            self._paused.discard(turn_id)
             onset = self._interrupted.pop(turn_id, None)
             if onset is not None:
                 self._heard[turn_id] = heard or ""

@@ -246,12 +246,17 @@ class FakeStream:
         return False
 
 
+def full_duplex_speaker(turns: Turns) -> SpeakerSink:
+    """A speaker sink with a far end, 256-frame blocks at 16 kHz, on a fake stream (what setup() opens)."""
+    sink = SpeakerSink(dataclasses.replace(wiring(turns, sink=True), far_end=FarEnd()),
+                       AudioOutConfig(sample_rate=RATE, block_size=256))
+    sink.stream, sink.rate = FakeStream(), RATE
+    return sink
+
+
 def test_speaker_fades_out_an_interrupted_reply_and_plays_nothing_of_it_afterwards():
     turns = Turns(half_duplex=False)
-    far_end = FarEnd()
-    sink = SpeakerSink(dataclasses.replace(wiring(turns, sink=True), far_end=far_end),
-                       AudioOutConfig(sample_rate=RATE, block_size=256))
-    sink.stream, sink.rate = FakeStream(), RATE  # what setup() opens
+    sink = full_duplex_speaker(turns)
     turns.begin(1)
     text = "one two three four five six seven eight"
     sink.handle(AudioChunk(1, np.full(RATE, 0.5, dtype=np.float32), RATE, text=text, text_index=0))
@@ -272,7 +277,47 @@ def test_speaker_fades_out_an_interrupted_reply_and_plays_nothing_of_it_afterwar
     sink.handle(AudioChunk(1, np.full(RATE, 0.5, dtype=np.float32), RATE, text=text, text_index=0))
     sink.handle(TurnEnd(1))
     assert len(sink.stream.blocks) == count  # nothing of the old turn reaches the speaker afterwards
-    assert np.count_nonzero(far_end.read(0, 2 * RATE)) >= handed  # the echo canceller's reference got it all
+    assert np.count_nonzero(sink.far_end.read(0, 2 * RATE)) >= handed  # the echo canceller's reference got it all
+
+
+def test_speaker_pauses_a_turn_and_plays_it_on_with_nothing_lost():
+    turns = Turns(half_duplex=False)
+    sink = full_duplex_speaker(turns)
+    turns.begin(1)
+    ramp = np.linspace(0.1, 0.9, RATE, dtype=np.float32)  # every sample tells where it was in the reply
+    sink.handle(AudioChunk(1, ramp[:RATE // 2], RATE, text="one two", text_index=0))
+    turns.pause(1)
+    sink.get()
+    before = len(sink.stream.blocks)
+    faded = sink.stream.blocks[-1]
+    fade = round(FADE_S * RATE)
+    assert np.all(np.diff(faded[:fade]) < 0) and not faded[fade:].any()
+    sink.handle(AudioChunk(1, ramp[RATE // 2:], RATE, text="one two", text_index=0))  # held while paused
+    assert len(sink.stream.blocks) == before
+    turns.resume(1)
+    sink.handle(TurnEnd(1))
+    played = np.concatenate(sink.stream.blocks)
+    audio = played[np.nonzero(played)[0]]
+    assert audio[-1] == pytest.approx(0.9, abs=1e-3)  # played on to the end
+    resumed = sink.stream.blocks[before]
+    assert resumed[0] < 0.01 and resumed[fade] > 0.45  # faded in, where the reply had paused (mid-ramp)
+    (record,) = turns.records
+    assert not record["interrupted"] and record["error"] is None
+
+
+def test_an_interruption_while_paused_drops_the_held_audio():
+    turns = Turns(half_duplex=False)
+    sink = full_duplex_speaker(turns)
+    turns.begin(1)
+    sink.handle(AudioChunk(1, np.full(RATE, 0.5, dtype=np.float32), RATE, text="a b c d", text_index=0))
+    turns.pause(1)
+    sink.get()
+    count = len(sink.stream.blocks)
+    turns.interrupt(1, t_onset=time.monotonic())
+    sink.get()
+    assert len(sink.stream.blocks) == count  # already quiet: no second fade
+    (record,) = turns.records
+    assert record["interrupted"] and record["playback_stopped_ms"] is not None
 
 
 # ---- the VAD in full duplex --------------------------------------------------------------------------------------
@@ -318,6 +363,20 @@ def test_full_duplex_vad_drops_short_sounds_while_a_turn_is_open_and_barges_in_o
     assert segment.start_s <= interruption.barge_in.onset_s  # the utterance holds the speech before the decision
 
 
+def test_full_duplex_vad_pauses_on_a_short_sound_and_lets_the_reply_play_on():
+    turns = Turns(half_duplex=False)
+    turns.begin(turns.new_id())
+    short = [0.0] * 10 + [0.9] * 5 + [0.0] * 10  # 160 ms: past the pause point (50 ms), short of 200 ms
+    handler = full_duplex_vad(short, turns)
+    frames = frames_of(burst(5 * F / RATE, 10, 10))
+    paused = []
+    for frame in frames:
+        list(handler.process(frame))
+        paused.append(turns.paused(1))
+    assert any(paused) and not paused[-1]  # paused while the sound went on, then resumed
+    assert turns.is_open(1) and handler.interruptions == []
+
+
 def test_full_duplex_vad_takes_utterances_when_the_assistant_is_quiet():
     turns = Turns(half_duplex=False)
     handler = full_duplex_vad([0.0] * 10 + [0.9] * 5 + [0.0] * 10, turns)
@@ -329,7 +388,7 @@ def test_full_duplex_vad_takes_utterances_when_the_assistant_is_quiet():
 def test_history_keeps_only_what_was_played_marked_as_interrupted(tokenizer):  # noqa: F811
     turns = Turns(half_duplex=False)
     reply = "Paris is the capital of France. It has many museums and parks."
-    handler, model = scripted_handler(tokenizer, reply, turns, max_history_turns=4, min_chunk_chars=4)
+    handler, _ = scripted_handler(tokenizer, reply, turns, max_history_turns=4, min_chunk_chars=4)
     turn_id, outputs = ask(handler, "Tell me about Paris.")
     assert outputs[-1] == TurnEnd(turn_id)
     turns.interrupt(turn_id, t_onset=time.monotonic())
