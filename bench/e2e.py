@@ -335,7 +335,7 @@ def pipeline_config(args, notes: dict):
     on_cpu = ["tts.device=cpu", "tts.dtype=float32", "llm.device=cpu", "llm.dtype=float32"] if args.tiny else []
     return load_config([REPO / "configs" / "desktop-gpu.toml"], [
         f"tts.model={tts}", "tts.max_new_tokens=40", f"llm.model={llm}", "llm.temperature=1.0",
-        "llm.max_new_tokens=48", f"stt.model={args.whisper}", f"stt.device={device}",
+        "llm.max_new_tokens=48", f"stt.model={args.whisper}", f"stt.device={device}", "pipeline.hang_timeout_s=10",
         f"stt.compute_type={compute_type}", *on_cpu, *overrides])
 
 
@@ -363,6 +363,7 @@ def whisper_device(model_dir: Path) -> tuple[str, str, str]:
 
 def run_pipeline(args, manifest: list[dict], notes: dict) -> dict:
     from s2s.pipeline import Pipeline
+    from s2s.supervisor import Watchdog
 
     ensure_backends()
     config = pipeline_config(args, notes)
@@ -383,9 +384,12 @@ def run_pipeline(args, manifest: list[dict], notes: dict) -> dict:
     sampler.start()
     start = time.monotonic()
     pipeline.start()
+    watchdog = Watchdog(pipeline, 2.0, pipeline.stop_event)  # a stage that hangs: its stack goes into the log
+    watchdog.start()
     try:
         finished = pipeline.wait(args.timeout)
     finally:
+        watchdog.stop()
         pipeline.stop()
         sampler.done.set()
     notes["run_s"] = round(time.monotonic() - start, 1)

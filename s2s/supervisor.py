@@ -20,7 +20,9 @@ from __future__ import annotations
 
 import logging
 import signal
+import sys
 import threading
+import traceback
 from collections.abc import Iterator
 from contextlib import contextmanager
 from types import FrameType
@@ -56,6 +58,16 @@ def describe_unhealthy(reports: list[HealthReport]) -> str:
     return "; ".join(parts) or "the pipeline reports itself unhealthy"
 
 
+def thread_stack(name: str) -> str:
+    """The current Python stack of the live thread called ``name`` (a stage's thread is ``s2s-<stage>``), innermost
+    call last, or a line saying there is none."""
+    frames = sys._current_frames()
+    for thread in threading.enumerate():
+        if thread.name == name and thread.ident in frames:
+            return "".join(traceback.format_stack(frames[thread.ident]))
+    return f"(no live thread named {name})"
+
+
 class Watchdog:
     """A thread that pings systemd's watchdog every ``period_s`` while the pipeline is healthy."""
 
@@ -89,6 +101,8 @@ class Watchdog:
         if hung != self._hung:
             problem = describe_unhealthy(reports)
             log.error("watchdog: not pinging systemd (it restarts the service if this lasts): %s", problem)
+            for name in hung:
+                log.error("watchdog: where the %s stage is stuck:\n%s", name, thread_stack(f"s2s-{name}"))
             sdnotify.notify(f"STATUS=unhealthy: {problem}")
             self._hung = hung
         return False

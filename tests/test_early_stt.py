@@ -151,6 +151,8 @@ def test_a_question_with_a_pause_is_heard_whole_and_the_guess_made_there_dropped
     users = {p[-1] for p in prompts}  # every prompt the LLM built ends with the user's words
     assert len(users) == 1, users
     heard = words(users.pop())
-    assert {"capital", "italy"} <= heard and {"many", "people"} <= heard, heard  # both halves, one transcript
+    # Both halves in one transcript. One word of each suffices: whisper tiny.en may mishear a word of espeak-ng's
+    # speech, and when its first decode looks unsure, faster-whisper retries at a temperature (sampled, not repeatable)
+    assert heard & {"capital", "italy"} and heard & {"many", "people", "live"}, heard
     history = stages["llm"].build_messages("Thanks.")[1:-1]  # confirms the reply: the remembered exchange
     assert [m["role"] for m in history] == ["user", "assistant"] and words(history[0]["content"]) == heard

@@ -178,6 +178,29 @@ def test_watchdog_pings_while_healthy_and_stops_while_a_stage_hangs(
     assert caplog.text.count("not pinging systemd") == 1  # logged once, not once per check
 
 
+def test_watchdog_logs_where_a_hung_stage_is_stuck(
+    fake_systemd: FakeSystemd, watchdog_env: None, caplog: pytest.LogCaptureFixture
+) -> None:
+    release = threading.Event()
+
+    def stuck_in_the_decoder() -> None:
+        release.wait(10.0)
+
+    thread = threading.Thread(target=stuck_in_the_decoder, name="s2s-tts", daemon=True)
+    thread.start()
+    pipeline = FakePipeline()
+    pipeline.stages[1] = Stage("tts", busy_s=42.0, last_progress_age_s=41.5, hung=True)
+    try:
+        with caplog.at_level(logging.ERROR, logger="s2s.supervisor"), supervised(pipeline, threading.Event()):
+            fake_systemd.messages(0.3)
+    finally:
+        release.set()
+        thread.join(2.0)
+    assert "where the tts stage is stuck" in caplog.text
+    assert "in stuck_in_the_decoder" in caplog.text and "release.wait(10.0)" in caplog.text
+    assert "where the vad stage" not in caplog.text  # only the hung ones
+
+
 def test_unhealthy_stage_is_shown_in_the_status(fake_systemd: FakeSystemd, watchdog_env: None) -> None:
     pipeline = FakePipeline()
     pipeline.stages[0] = Stage("vad", alive=False, hung=True, last_progress_age_s=3.0)
