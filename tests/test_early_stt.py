@@ -135,7 +135,8 @@ def test_a_question_with_a_pause_is_heard_whole_and_the_guess_made_there_dropped
     import soundfile as sf
 
     sf.write(tmp_path / "question.wav", paused_question(), 16000)
-    config = integration_config(smollm2_dir, "audio_in.realtime_file=true", "vad.early_stt_ms=128")
+    config = integration_config(smollm2_dir, "audio_in.realtime_file=true", "vad.early_stt_ms=128",
+                                "llm.max_history_turns=2")
     pipeline = reuse_models(Pipeline.from_config(config, input_path=tmp_path / "question.wav",
                                                  output_path=tmp_path / "reply.wav"))
     stages = {stage.name: stage for stage in pipeline.stages}
