@@ -5,6 +5,7 @@
   its latency record are written beside their targets and renamed into place at the end (``s2s.atomic_file``).
 - SIGTERM and Ctrl-C stop the run at any point with exit status 130: while the models load with one line and no
   traceback, mid-turn within ``STOP_TIMEOUT_S`` (what was produced is kept).
+- A file or text run with a failed turn (e.g. words too long for the LLM) exits 1, after the per-turn lines.
 - A hung stage ends the run with exit status 1 and a message; the console script (``s2s.cli.console``) then
   exits without waiting for the stuck thread, so a thread inside a native call cannot abort the interpreter.
 - Under systemd: READY once every stage is warm, watchdog pings while every stage progresses (s2s.supervisor).
@@ -96,7 +97,14 @@ def _run(config: Config, args: argparse.Namespace, stop_requested: threading.Eve
         print(f"error: the {', '.join(hung)} stage stopped making progress (pipeline.hang_timeout_s="
               f"{config.pipeline.hang_timeout_s:g}); see the log above, run with -v for details", file=sys.stderr)
         return 1
-    return 130 if stop_requested.is_set() else 0
+    if stop_requested.is_set():
+        return 130
+    failed = [turn["turn"] for turn in pipeline.turns.records if turn.get("error")]
+    if failed and not live:
+        print(f"error: {len(failed)} of {len(pipeline.turns.records)} turns failed (turn "
+              f"{', '.join(map(str, failed))}; the reason is on its line above)", file=sys.stderr)
+        return 1
+    return 0
 
 
 def duplex_line(config: Config, duplex: str) -> str:

@@ -96,6 +96,16 @@ def test_a_signal_while_the_models_load_exits_130_with_one_line(tmp_path, smollm
     assert not (tmp_path / "r.wav").exists()
 
 
+@pytest.mark.slow
+def test_words_too_long_for_the_llm_fail_the_run_with_status_1(tmp_path, smollm2_dir):  # noqa: F811
+    done = s2s("run", "--text", "Tell me about " + "the sea and " * 6000, "--output", str(tmp_path / "r.wav"),
+               "--set", "tts.backend=piper", "--set", f"llm.model={smollm2_dir}", "--set", "llm.device=cpu")
+    assert done.returncode == 1, done.stderr[-2000:]
+    assert "the text is too long for the LLM" in done.stdout and "shorten it to about" in done.stdout
+    assert "error: 1 of 1 turns failed (turn 1;" in done.stderr and "Traceback" not in done.stderr
+    assert not (tmp_path / "r.wav").exists()
+
+
 def test_piper_says_what_it_ignores(tmp_path):
     done = s2s("--set", "tts.backend=piper", "--set", "tts.device=cuda", "say", "Hi.", "-o", str(tmp_path / "h.wav"))
     assert done.returncode == 0, done.stderr
