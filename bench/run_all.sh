@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Run the whole Qwen3-TTS benchmark on a CUDA machine, every system in its own process, side by side in one run.
 #
-# Usage (repo root; wheel folders .whl/ours and .whl/fq3 as prepared in bench/README.md):
+# Usage (repo root; wheel folders .whl/ours, .whl/fq3 and, for the transformers 5 stack, .whl/t5, as in bench/README.md):
 #   bench/run_all.sh [STEP ...]
 # Steps (default: all, in this order): install build bandwidth reference fq3 ours compile eager tests;
+#   also ours5 (our engine on the transformers 5 stack of .whl/t5, same measurement as ours; not in the default run)
 #   also profile (bench/profile_frame.py: kernel table and micro-timings, not part of the default run)
 # Environment: OUT (results folder, default /tmp/bench-out), SIZES (default "0.6b 1.7b"), CKPTS (default /tmp/ckpts),
 #   FRAMES (default 100), REPEATS (default 3; the reference uses at most 2: it takes ~0.1 s a frame),
@@ -21,6 +22,7 @@ REPEATS=${REPEATS:-3}
 WORK=/tmp/bench-work
 SITE_OURS=/tmp/site-ours
 SITE_FQ3=/tmp/site-fq3
+SITE_T5=/tmp/site-t5
 STEPS=${*:-install build bandwidth reference fq3 ours compile eager tests}
 
 mkdir -p "$OUT" "$WORK/json" "$WORK/logs"
@@ -29,6 +31,8 @@ export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 PYTHONUNBUFFERED=1 TOKENIZERS_PAR
 # Both install the module qwen_tts, so each stack has its own folder and its own processes.
 OURS_PATH="$REPO:$SITE_OURS:$SITE_OURS/project"
 FQ3_PATH="$SITE_FQ3"
+# Our engine on transformers 5: .whl/t5 first (transformers 5.24 and its hub), then the shared wheels of .whl/ours.
+T5_PATH="$REPO:$SITE_T5:$SITE_OURS:$SITE_OURS/project"
 
 pack() {
   tar czf "$OUT/bench.tgz.tmp" -C "$WORK" json logs && mv "$OUT/bench.tgz.tmp" "$OUT/bench.tgz"
@@ -63,6 +67,10 @@ for step in $STEPS; do
       --no-cache-dir --upgrade --target "$SITE_OURS/project" "$REPO"
     run install-fq3 120 "" python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
       --target "$SITE_FQ3" "$REPO"/.whl/fq3/*.whl
+    if [ -d "$REPO/.whl/t5" ]; then
+      run install-t5 120 "" python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+        --target "$SITE_T5" "$REPO"/.whl/t5/*.whl
+    fi
     ;;
   build)
     # One process per size, side by side: each build is CPU-bound (random init + safetensors write), ~1.5 min.
@@ -94,6 +102,12 @@ for step in $STEPS; do
         --size "$size" --frames "$FRAMES" --repeats "$REPEATS" --mode "$mode" --out "$WORK/json/ours-$mode-$size.json"
     done
     ;;
+  ours5)
+    for size in $SIZES; do
+      run "ours5-graphs-$size" 400 "$T5_PATH" python3 "$REPO/bench/bench_qwen3.py" --ckpt "$CKPTS/$size-custom_voice" \
+        --size "$size" --frames "$FRAMES" --repeats "$REPEATS" --mode graphs --out "$WORK/json/ours5-graphs-$size.json"
+    done
+    ;;
   profile)
     for size in $SIZES; do
       run "profile-$size" 300 "$OURS_PATH" python3 "$REPO/bench/profile_frame.py" --ckpt "$CKPTS/$size-custom_voice" \
@@ -107,7 +121,7 @@ for step in $STEPS; do
       "$REPO/tests/test_qwen3_cuda.py" "$REPO/tests/test_codec_stream.py" "$REPO/tests/test_patch_torchaudio.py"
     ;;
   *)
-    echo "unknown step $step (steps: install build bandwidth reference fq3 ours compile eager profile tests)" >&2
+    echo "unknown step $step (steps: install build bandwidth reference fq3 ours ours5 compile eager profile tests)" >&2
     exit 2
     ;;
   esac

@@ -83,6 +83,11 @@ class PromptTooLong(ValueError):
 def save_conversion(model, tokenizer, folder: Path) -> None:
     """Keep a dequantized GGUF model as a plain transformers folder so later starts skip the conversion."""
     staging = folder.with_name(folder.name + ".partial")
+    if getattr(model, "hf_quantizer", None) is not None:
+        # transformers 5 keeps the GGUF "quantizer" on the loaded model and refuses to save it, although the weights
+        # are already dequantized into plain tensors: drop that record, so the folder loads as a plain model.
+        model.hf_quantizer = None
+        model.config.quantization_config = None
     try:
         model.save_pretrained(staging)
         tokenizer.save_pretrained(staging)
@@ -148,8 +153,9 @@ class ChatModel:
 
     def prompt_ids(self, messages: list[Message]) -> torch.Tensor:
         """The chat template applied to ``messages``, ending with the assistant's turn: [1, T] token ids."""
-        ids = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt")
-        return ids.to(self.device)  # [1, T]
+        encoded = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt",
+                                                     return_dict=True)  # transformers 5 returns a dict either way
+        return encoded["input_ids"].to(self.device)  # [1, T]
 
     @torch.inference_mode()
     def generate_ids(

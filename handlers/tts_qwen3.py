@@ -23,12 +23,11 @@ import numpy as np
 from s2s.config import TTSConfig
 from s2s.devices import resolve_device, torch_dtype
 from s2s.models import qwen3_checkpoint
-from s2s.qwen3_tts.options import SAMPLE_RATE, takes_instruct
+from s2s.qwen3_tts.options import KINDS, SAMPLE_RATE, takes_instruct
 from s2s.tts_engine import VoiceRequest
 
 log = logging.getLogger(__name__)
 
-KINDS = ("custom_voice", "voice_design", "base")
 WARMUP_TEXT = "Hello, this is a warm-up."
 WARMUP_FRAMES = 6
 """Frames a warm-up request generates (the first chunk and at least one more on default chunk sizes)."""

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from handlers.tts_qwen3 import WARMUP_FRAMES, WARMUP_TEXT, choose_voice, engine_device, find_checkpoint
+from s2s import reference_env
 from s2s.config import TTSConfig
 from s2s.qwen3_tts.options import SAMPLE_RATE
 
@@ -33,6 +34,10 @@ class ReferenceQwen3Engine:
         if self.voice.kind == "base" and not self.voice.ref_audio:
             raise ValueError("tts.backend = 'qwen3-reference' clones from tts.ref_audio (and tts.ref_text); "
                              "tts.voice_prompt files are read by the 'qwen3' backend only")
+        if not reference_env.in_process():
+            raise ValueError("tts.backend = 'qwen3-reference' needs the official qwen-tts 0.1.1, which runs on the "
+                             "transformers 4.57.3 stack only: use tts.backend = 'qwen3' (same tokens and audio), or "
+                             "make this venv with S2S_TRANSFORMERS=4.57.3 ./setup.sh")
         from qwen_tts import Qwen3TTSModel  # needs patches.apply() first on a Jetson (the CLI applies them at entry)
 
         device, dtype = engine_device(cfg)

@@ -21,7 +21,7 @@ import threading
 from importlib import metadata
 
 import patches
-from s2s import __version__, registry
+from s2s import __version__, reference_env, registry
 from s2s.config import Config, load_config
 from s2s.run import UsageError, run
 
@@ -157,6 +157,9 @@ def check(config: Config) -> int:
             version = "not installed"
         print(f"  {package:16} {version}")
 
+    print("\ntransformers stack:")
+    print(f"  {reference_env.describe()}")
+
     print("\nCUDA:")
     print(f"  {_cuda_summary()}")
 
@@ -201,7 +204,27 @@ def check(config: Config) -> int:
     print(f"  duplex = {config.pipeline.duplex!r}" + ("" if aec_loads or not full else
                                                     ': `s2s run` will refuse to start; set duplex = "half"'))
 
+    print(f"\nbatched speech serving (server.max_batch = {config.server.max_batch}): row slots, bf16")
+    for line in _batch_memory(config.tts.max_seq_len):
+        print(f"  {line}")
+
     return 1 if any(status == MISSING for _, _, status in rows) or (full and not aec_loads) else 0
+
+
+def _batch_memory(max_seq_len: int) -> list[str]:
+    """Memory of the batched decoder's row slots for the released 0.6B and 1.7B shapes (s2s.qwen3_tts.batch_memory);
+    weights, codec decoders and the single-stream engine come on top (README: Serving many clients)."""
+    try:
+        from s2s.checkpoint_builder.build import main_config
+    except ImportError as exc:
+        return [f"not computed: {exc}"]
+    from s2s.qwen3_tts.batch_memory import table
+
+    shapes = {}
+    for size in ("0.6b", "1.7b"):
+        talker = main_config(size, "custom_voice")["talker_config"]
+        shapes[size] = (talker, talker["code_predictor_config"])
+    return table(shapes, max_seq_len)
 
 
 def _cuda_summary() -> str:

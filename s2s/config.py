@@ -337,6 +337,9 @@ class ServerConfig:
     """Largest multipart upload (transcription audio, voice reference) (MB), as OpenAI's limit."""
     max_audio_s: float = 600.0
     """Longest audio a transcription accepts (s)."""
+    max_batch: int = 1
+    """Speech requests the qwen3 engine serves at once, sharing each frame step (continuous batching); 1 = one
+    after another. Each row slot holds a KV cache of tts.max_seq_len positions: `s2s check` shows the memory."""
     request_timeout_s: float = 300.0
     """A request (queue wait included) that takes longer is cancelled (504, or the stream ends)."""
     voices_dir: str = ""
@@ -351,6 +354,7 @@ class ServerConfig:
         for key in ("port", "wyoming_tts_port", "wyoming_stt_port"):
             _check_range("server", key, getattr(self, key), 1, 65535)
         _check_range("server", "queue_size", self.queue_size, 0, 10_000)
+        _check_range("server", "max_batch", self.max_batch, 1, 64)
         _check_range("server", "max_input_chars", self.max_input_chars, 1, 100_000)
         _check_range("server", "max_body_mb", self.max_body_mb, 0.001, 1024.0)
         _check_range("server", "max_upload_mb", self.max_upload_mb, 0.001, 4096.0)

@@ -105,6 +105,7 @@ def test_voice_design_is_refused_at_0_6b():
         build_checkpoint("/nonexistent", size="big")
 
 
+@pytest.mark.reference
 @pytest.mark.parametrize(("size", "kind", "millions"), [("0.6b", "base", 914.6), ("0.6b", "custom_voice", 905.7),
                                                         ("1.7b", "base", 1928.7), ("1.7b", "voice_design", 1916.7)])
 def test_full_size_models_have_the_released_parameter_counts(size, kind, millions):
@@ -115,6 +116,7 @@ def test_full_size_models_have_the_released_parameter_counts(size, kind, million
     assert sum(p.numel() for p in codec.decoder.parameters()) / 1e6 == pytest.approx(114.3, abs=0.1)
 
 
+@pytest.mark.reference
 @pytest.mark.parametrize("kind", checkpoint.KINDS)
 def test_tiny_checkpoint_loads_and_generates_with_the_reference(tiny_dirs, kind):
     from qwen_tts import Qwen3TTSModel
@@ -137,6 +139,16 @@ def test_tiny_checkpoint_loads_and_generates_with_the_reference(tiny_dirs, kind)
     assert rate == 24000
     assert wavs[0].shape == (3 * 1920,)  # max_new_tokens=4 gives 3 frames of 1920 samples
     assert np.isfinite(wavs[0]).all() and 0.001 < float(np.std(wavs[0])) < 1.0
+
+
+def test_the_engines_codec_decoder_has_the_released_layout_and_size():
+    from s2s.qwen3_tts.codec_model import CodecDecoder, decoder_config
+
+    with torch.device("meta"):
+        decoder = CodecDecoder(decoder_config(speech_tokenizer_config("1.7b")["decoder_config"]))
+    assert sum(p.numel() for p in decoder.parameters()) / 1e6 == pytest.approx(114.3, abs=0.1)
+    assert decoder.total_upsample == 1920
+    assert [len(p) for p in (decoder.upsample, decoder.decoder)] == [2, 7]  # 2 upsampling stages; conv, 4 blocks, act, conv
 
 
 def test_build_is_idempotent_and_never_overwrites_foreign_folders(tmp_path):

@@ -16,6 +16,7 @@ from s2s.checkpoint_builder.build import build_checkpoint, build_speech_tokenize
 from s2s.qwen3_tts.codec_stream import StreamingCodecDecoder, find_codec_decoder
 
 torch.set_num_threads(1)
+pytestmark = pytest.mark.reference  # the reference decoder's one-shot forward is the yardstick
 FRAME = 1920
 FRAMES = 160  # longer than the 72-frame attention window, and than the tiny decoder's 2-layer reach
 EXACT = 1e-6

@@ -162,6 +162,7 @@ def fake_torchaudio(root: Path, init_body: str) -> Path:
     return root
 
 
+@pytest.mark.reference  # it ends by importing qwen_tts through the shim
 def test_shim_replaces_a_torchaudio_that_fails_to_load(tmp_path: Path) -> None:
     """Jetson: the PyPI torchaudio raises OSError on import. Reproduce it, patch, then import qwen_tts and check
     fbank's numbers; a second apply changes nothing."""

@@ -23,6 +23,7 @@ TEXT = "Hello there, how are you today?"
 
 
 # -- parts ----------------------------------------------------------------------------------------------------
+@pytest.mark.reference
 def test_talker_mrope_with_equal_streams_is_plain_rope():
     from qwen_tts.core.models.modeling_qwen3_tts import apply_multimodal_rotary_pos_emb
 

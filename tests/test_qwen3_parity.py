@@ -1,22 +1,39 @@
-"""The engine's eager path against the reference ``qwen_tts`` generate, on tiny random checkpoints (CPU, fp32).
+"""The engine's eager path against the official ``qwen_tts`` generate, on tiny random checkpoints (CPU, fp32).
 
 Exact codec tokens (greedy talker and predictor, same max_new_tokens, N -> N-1 frames) for all three model kinds
-and their prompt variants, the same waveform, EOS handling, and reproducible sampling. Each tiny model runs in
-well under a second per generation; the whole file takes about half a minute on two CPU cores.
+and their prompt variants, the same waveform, and EOS handling. The reference is qwen-tts 0.1.1 on transformers
+4.57.3: in-process on that stack, else (transformers 5) in the reference venv that ``setup.sh --dev`` makes, all jobs
+in one subprocess, results exchanged through an .npz file (tests/reference_side.py). Either way the engine runs
+here, on whatever transformers this venv has. About half a minute on two CPU cores (plus ~15 s for the subprocess).
 """
 
 from __future__ import annotations
+
+import json
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from s2s.qwen3_tts import Qwen3TTS, SamplingParams, VoicePrompt
+from reference_side import boost_eos, reference_audio, run_jobs
+from s2s import reference_env
 from s2s.checkpoint_builder.build import build_checkpoint
+from s2s.qwen3_tts import Qwen3TTS, SamplingParams, VoicePrompt
 
 N_TOKENS = 10  # -> 9 frames
 TEXT = "Hello there, how are you today?"
-GREEDY_REF = dict(do_sample=False, subtalker_dosample=False, max_new_tokens=N_TOKENS)
+INSTRUCT = "Speak slowly and calmly."
+DESIGN = "A warm, low female voice, speaking cheerfully."
+REF_TEXT = "This is my reference voice."
+MIXED_CASE = "HelloWorld, my iPhone saw McDonald's."
+"""Words the reference's pre-tokenizer pattern splits differently from Qwen's own (text_tokenizer.py)."""
+CUSTOM_VOICE_CASES = [
+    ("ryan", "auto", True),        # language auto: nothink tags
+    ("eric", "auto", True),        # dialect speaker: sichuan dialect id replaces auto
+    ("dylan", "chinese", True),    # dialect speaker with an explicit chinese
+    ("serena", "english", False),  # explicit language, streaming text input (trailing text rows)
+]
 
 
 @pytest.fixture(scope="module")
@@ -25,58 +42,65 @@ def checkpoints(tmp_path_factory):
     return {kind: build_checkpoint(root / kind, size="tiny", kind=kind) for kind in ("custom_voice", "voice_design", "base")}
 
 
-def _load_reference(path):
-    from qwen_tts import Qwen3TTSModel
-
-    return Qwen3TTSModel.from_pretrained(str(path), device_map="cpu", dtype=torch.float32)
+def _jobs(checkpoints) -> list[dict]:
+    cv, n = str(checkpoints["custom_voice"]), dict(max_new_tokens=N_TOKENS)
+    jobs = [dict(name=f"cv-{speaker}-{language}-{mode}", checkpoint=cv, method="generate_custom_voice",
+                 kwargs=dict(text=TEXT, speaker=speaker, language=language, non_streaming_mode=mode, **n))
+            for speaker, language, mode in CUSTOM_VOICE_CASES]
+    jobs.append(dict(name="cv-mixed-case", checkpoint=cv, method="generate_custom_voice",
+                     kwargs=dict(text=MIXED_CASE, speaker="ryan", language="english", **n)))
+    jobs.append(dict(name="cv-instruct", checkpoint=cv, method="generate_custom_voice",
+                     kwargs=dict(text=TEXT, speaker="vivian", language="english", instruct=INSTRUCT, **n)))
+    jobs.append(dict(name="eos", checkpoint=cv, method="generate_custom_voice", boost_eos=True,
+                     kwargs=dict(text=TEXT, speaker="ryan", language="english", **n)))
+    jobs.append(dict(name="vd", checkpoint=str(checkpoints["voice_design"]), method="generate_voice_design",
+                     kwargs=dict(text=TEXT, instruct=DESIGN, language="english", **n)))
+    for xvec_only in (False, True):
+        jobs.append(dict(name=f"clone-{xvec_only}", checkpoint=str(checkpoints["base"]), method="generate_voice_clone",
+                         kwargs=dict(text=TEXT, language="english", **n),
+                         clone=dict(ref_text=REF_TEXT, xvec_only=xvec_only)))
+    return jobs
 
 
 @pytest.fixture(scope="module")
-def pair(checkpoints):
-    """(reference, engine) per kind, loaded once per module."""
+def reference(checkpoints, tmp_path_factory):
+    """name -> (codes [T, 16] the reference generated, its waveform)."""
+    jobs = _jobs(checkpoints)
+    if reference_env.in_process():
+        results = run_jobs(jobs)
+    else:
+        folder = tmp_path_factory.mktemp("reference-side")
+        (folder / "jobs.json").write_text(json.dumps(jobs))
+        reference_env.run_reference([str(Path(__file__).with_name("reference_side.py")), str(folder / "jobs.json"),
+                                     str(folder / "out.npz")])
+        with np.load(folder / "out.npz") as data:
+            results = dict(data)
+    return {job["name"]: (torch.from_numpy(results[f"{job['name']}.codes"]), results[f"{job['name']}.wav"])
+            for job in jobs}
+
+
+@pytest.fixture(scope="module")
+def engine(checkpoints):
     torch.set_num_threads(2)
     loaded = {}
 
     def get(kind):
         if kind not in loaded:
-            path = checkpoints[kind]
-            loaded[kind] = (_load_reference(path), Qwen3TTS.from_pretrained(path, device="cpu", dtype=torch.float32))
+            loaded[kind] = Qwen3TTS.from_pretrained(checkpoints[kind], device="cpu", dtype=torch.float32)
         return loaded[kind]
 
     return get
 
 
-def _reference(ref, method: str, *args, **kwargs) -> tuple[torch.Tensor, np.ndarray]:
-    """Call the reference's public ``generate_*`` and return (the codes its model.generate made [T, 16], wav)."""
-    captured = []
-    generate = ref.model.generate
-
-    def spy(*a, **k):
-        out = generate(*a, **k)
-        captured.append(out[0][0].cpu())
-        return out
-
-    ref.model.generate = spy
-    try:
-        wavs, sr = getattr(ref, method)(*args, **kwargs)
-    finally:
-        del ref.model.generate  # back to the class method
-    assert sr == 24000 and len(captured) == 1
-    return captured[0], wavs[0]
+def _greedy(eng, prompt) -> torch.Tensor:
+    return eng.generate_codes(prompt, SamplingParams.greedy(), max_new_tokens=N_TOKENS)
 
 
-@pytest.mark.parametrize("speaker,language,non_streaming_mode", [
-    ("ryan", "auto", True),        # language auto: nothink tags
-    ("eric", "auto", True),        # dialect speaker: sichuan dialect id replaces auto
-    ("dylan", "chinese", True),    # dialect speaker with an explicit chinese
-    ("serena", "english", False),  # explicit language, streaming text input (trailing text rows)
-])
-def test_custom_voice_matches_reference(pair, speaker, language, non_streaming_mode):
-    ref, eng = pair("custom_voice")
-    expected, wav = _reference(ref, "generate_custom_voice", TEXT, speaker=speaker, language=language,
-                               non_streaming_mode=non_streaming_mode, **GREEDY_REF)
-    prompt = eng.prompt_custom_voice(TEXT, speaker, language, non_streaming_mode=non_streaming_mode)
-    codes = eng.generate_codes(prompt, SamplingParams.greedy(), max_new_tokens=N_TOKENS)
+@pytest.mark.parametrize("speaker,language,non_streaming_mode", CUSTOM_VOICE_CASES)
+def test_custom_voice_matches_reference(engine, reference, speaker, language, non_streaming_mode):
+    eng = engine("custom_voice")
+    expected, wav = reference[f"cv-{speaker}-{language}-{non_streaming_mode}"]
+    codes = _greedy(eng, eng.prompt_custom_voice(TEXT, speaker, language, non_streaming_mode=non_streaming_mode))
     assert codes.shape == (N_TOKENS - 1, 16)
     assert torch.equal(codes, expected)
     ours = eng.decode(codes)
@@ -84,49 +108,38 @@ def test_custom_voice_matches_reference(pair, speaker, language, non_streaming_m
     assert np.allclose(ours, wav, atol=1e-5)
 
 
-def test_custom_voice_instruct_matches_reference(pair):
-    ref, eng = pair("custom_voice")  # tiny is not "0b6": the instruct is used, as for 1.7B
-    instruct = "Speak slowly and calmly."
-    expected, wav = _reference(ref, "generate_custom_voice", TEXT, speaker="vivian", language="english",
-                               instruct=instruct, **GREEDY_REF)
-    codes = eng.generate_codes(eng.prompt_custom_voice(TEXT, "vivian", "english", instruct=instruct),
-                               SamplingParams.greedy(), max_new_tokens=N_TOKENS)
+def test_mixed_case_words_are_tokenized_as_the_reference_does(engine, reference):
+    eng = engine("custom_voice")
+    expected, _ = reference["cv-mixed-case"]
+    assert torch.equal(_greedy(eng, eng.prompt_custom_voice(MIXED_CASE, "ryan", "english")), expected)
+
+
+def test_custom_voice_instruct_matches_reference(engine, reference):
+    eng = engine("custom_voice")  # tiny is not "0b6": the instruct is used, as for 1.7B
+    expected, wav = reference["cv-instruct"]
+    codes = _greedy(eng, eng.prompt_custom_voice(TEXT, "vivian", "english", instruct=INSTRUCT))
     assert torch.equal(codes, expected)
     assert np.allclose(eng.decode(codes), wav, atol=1e-5)
 
 
-def test_voice_design_matches_reference(pair):
-    ref, eng = pair("voice_design")
-    instruct = "A warm, low female voice, speaking cheerfully."
-    expected, wav = _reference(ref, "generate_voice_design", TEXT, instruct=instruct, language="english", **GREEDY_REF)
-    codes = eng.generate_codes(eng.prompt_voice_design(TEXT, instruct, "english"), SamplingParams.greedy(),
-                               max_new_tokens=N_TOKENS)
+def test_voice_design_matches_reference(engine, reference):
+    eng = engine("voice_design")
+    expected, wav = reference["vd"]
+    codes = _greedy(eng, eng.prompt_voice_design(TEXT, DESIGN, "english"))
     assert torch.equal(codes, expected)
     assert np.allclose(eng.decode(codes), wav, atol=1e-5)
-
-
-def _reference_audio() -> tuple[np.ndarray, int]:
-    """1.2 s of a gliding tone with noise at 16 kHz (exercises the resampling to 24 kHz)."""
-    rng = np.random.default_rng(0)
-    t = np.arange(int(1.2 * 16000)) / 16000
-    wav = 0.3 * np.sin(2 * np.pi * (200 + 150 * t) * t) + 0.02 * rng.standard_normal(t.shape)
-    return wav.astype(np.float32), 16000
 
 
 @pytest.mark.parametrize("xvec_only", [False, True], ids=["icl", "xvec_only"])
-def test_voice_clone_tokens_and_waveform_match_reference(pair, tmp_path, xvec_only):
-    ref, eng = pair("base")
-    audio, ref_text = _reference_audio(), "This is my reference voice."
-    items = ref.create_voice_clone_prompt(ref_audio=audio, ref_text=ref_text, x_vector_only_mode=xvec_only)
-    expected, wav = _reference(ref, "generate_voice_clone", TEXT, language="english", voice_clone_prompt=items,
-                               **GREEDY_REF)
-
-    voice = eng.create_voice_prompt(audio, ref_text=ref_text, xvec_only=xvec_only)
+def test_voice_clone_tokens_and_waveform_match_reference(engine, reference, tmp_path, xvec_only):
+    eng = engine("base")
+    expected, wav = reference[f"clone-{xvec_only}"]
+    voice = eng.create_voice_prompt(reference_audio(), ref_text=REF_TEXT, xvec_only=xvec_only)
     assert voice.xvec_only is xvec_only
     voice.save(tmp_path / "voice.pt")
     for v in (voice, VoicePrompt.load(tmp_path / "voice.pt")):
         prompt = eng.prompt_voice_clone(TEXT, v, "english")
-        codes = eng.generate_codes(prompt, SamplingParams.greedy(), max_new_tokens=N_TOKENS)
+        codes = _greedy(eng, prompt)
         assert torch.equal(codes, expected)
     ours = eng.decode(codes, context_codes=prompt.context_codes)
     assert ours.shape == ((N_TOKENS - 1) * 1920,)
@@ -136,27 +149,24 @@ def test_voice_clone_tokens_and_waveform_match_reference(pair, tmp_path, xvec_on
     assert np.allclose(ours, wav[len(wav) - len(ours):], atol=1e-5)
 
 
-def test_eos_ends_the_utterance_like_the_reference(pair):
+def test_eos_ends_the_utterance_like_the_reference(engine, reference):
     """With the EOS logit pushed up, both stop where EOS is first allowed (after min_new_tokens=2 ids)."""
-    ref, eng = pair("custom_voice")
-    eos = eng.eos_id
-    ref_head, eng_head = ref.model.talker.codec_head.weight, eng.talker.w.codec_head
-    saved_ref, saved_eng = ref_head.data[eos].clone(), eng_head[eos].clone()
+    eng = engine("custom_voice")
+    head = eng.talker.w.codec_head
+    saved = head[eng.eos_id].clone()
     try:
-        ref_head.data[eos] = 50 * ref_head.data.abs().max()
-        eng_head[eos] = ref_head.data[eos]
-        expected, _ = _reference(ref, "generate_custom_voice", TEXT, speaker="ryan", language="english", **GREEDY_REF)
-        codes = eng.generate_codes(eng.prompt_custom_voice(TEXT, "ryan", "english"), SamplingParams.greedy(),
-                                   max_new_tokens=N_TOKENS)
+        boost_eos(head, eng.eos_id)
+        codes = _greedy(eng, eng.prompt_custom_voice(TEXT, "ryan", "english"))
     finally:
-        ref_head.data[eos], eng_head[eos] = saved_ref, saved_eng
+        head[eng.eos_id] = saved
+    expected, _ = reference["eos"]
     assert codes.shape == (2, 16)  # ids 1 and 2 cannot be EOS; id 3 is, and ends the utterance
     assert torch.equal(codes, expected)
-    assert (codes[:, 0] != eos).all()
+    assert (codes[:, 0] != eng.eos_id).all()
 
 
-def test_sampling_is_reproducible_with_a_seed(pair):
-    _, eng = pair("custom_voice")
+def test_sampling_is_reproducible_with_a_seed(engine):
+    eng = engine("custom_voice")
     prompt = eng.prompt_custom_voice(TEXT, "ryan", "english")
 
     def run(seed):

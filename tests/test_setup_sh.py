@@ -148,7 +148,9 @@ def test_x86_cpu_plan_installs_the_cpu_torch_and_pins_it(tmp_path: Path) -> None
     assert found["torch"].startswith("install torch==2.13.0")
     assert "numpy<2" in found["constraints"] and str(tmp_path / "venv" / "constraints.txt") in found["constraints"]
     assert found["project"].startswith("pip install --no-deps -e") and "except torch" in found["project"]
-    assert "qwen-tts==0.1.1" in found["no-deps"] and "not torchaudio, not gradio" in found["no-deps"]
+    assert found["transformers"] == "5.24.0 (the default stack)"  # torch 2.13, Python 3.11+
+    assert "transformers==5.24.0" in found["constraints"]
+    assert "qwen-tts==0.1.1 is not installed here" in found["no-deps"]  # it breaks on transformers 5
     assert found["ctranslate2"] == "PyPI ctranslate2 (CPU)"
     assert "dev" not in found
     assert not (tmp_path / "venv").exists() and not (tmp_path / "models").exists()  # the plan changes nothing
@@ -185,6 +187,19 @@ def test_dev_plan_adds_test_tools_and_debian_packages(tmp_path: Path) -> None:
     found = decisions(plan(tmp_path, "--dev", "--no-check"))
     assert "dashscope==2.0.2" in found["dev"] and "espeak-ng sox libportaudio2 systemd" in found["dev"]
     assert found["check"].startswith("skipped")
+    # the transformers 5 stack: the official qwen-tts, the parity reference, gets its own venv
+    assert found["reference venv"].startswith(f"{tmp_path / 'venv' / 'reference'}: torch (the version installed above) "
+                                              "(CPU), transformers==4.57.3")
+    assert "--no-deps qwen-tts==0.1.1" in found["reference venv"]
+
+
+def test_transformers_4_57_3_is_the_fallback_on_request(tmp_path: Path) -> None:
+    found = decisions(plan(tmp_path, "--dev", S2S_TRANSFORMERS="4.57.3"))
+    assert found["transformers"] == "4.57.3 (S2S_TRANSFORMERS)" and "transformers==4.57.3" in found["constraints"]
+    assert "qwen-tts==0.1.1" in found["no-deps"] and "not torchaudio, not gradio" in found["no-deps"]
+    assert "reference venv" not in found  # qwen-tts runs in the main venv on this stack
+    refused = plan(tmp_path, S2S_TRANSFORMERS="5.0.0")
+    assert refused.returncode != 0 and "S2S_TRANSFORMERS must be 5.24.0 or 4.57.3" in refused.stderr
 
 
 def test_jetson_plan_keeps_nvidia_torch_through_system_site_packages(tmp_path: Path) -> None:
@@ -194,6 +209,7 @@ def test_jetson_plan_keeps_nvidia_torch_through_system_site_packages(tmp_path: P
     assert found["torch"].startswith(f"keep {JETPACK_TORCH}")
     assert f"torch=={JETPACK_TORCH}" in found["constraints"] and "numpy<2" in found["constraints"]
     assert "every later pip install" in found["constraints"]
+    assert found["transformers"].startswith("4.57.3 (torch 2.5.0a0") and "transformers==4.57.3" in found["constraints"]
     assert "qwen-tts==0.1.1" in found["no-deps"] and "--no-deps" in found["no-deps"]
     assert "subprocess" in found["torchaudio"] and "uninstall" in found["torchaudio"]
     assert "CPU only on aarch64" in found["ctranslate2"] and "--jetson-index" in found["ctranslate2"]

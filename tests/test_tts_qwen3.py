@@ -59,6 +59,7 @@ def frames_of(audio: np.ndarray) -> int:
     return audio.size // SAMPLES_PER_FRAME
 
 
+@pytest.mark.reference
 def test_reference_custom_voice_greedy_is_whole_frames_and_repeatable(custom_voice_reference):
     engine = custom_voice_reference
     assert (engine.name, engine.sample_rate) == ("qwen3-reference", 24000)
@@ -69,6 +70,7 @@ def test_reference_custom_voice_greedy_is_whole_frames_and_repeatable(custom_voi
     assert np.array_equal(first[0], next(engine.synthesize("Hello there, how are you?")))
 
 
+@pytest.mark.reference
 def test_reference_audio_is_one_codec_frame_per_generated_code(custom_voice_reference, monkeypatch):
     """The expected length: 1920 samples for every codec frame the talker generated, within max_new_tokens."""
     model = custom_voice_reference.model.model  # qwen_tts's Qwen3TTSForConditionalGeneration
@@ -88,12 +90,14 @@ def test_reference_audio_is_one_codec_frame_per_generated_code(custom_voice_refe
     assert audio.size == codes.shape[0] * SAMPLES_PER_FRAME
 
 
+@pytest.mark.reference
 def test_reference_respects_cancel(custom_voice_reference):
     cancel = threading.Event()
     cancel.set()
     assert list(custom_voice_reference.synthesize("Never said.", cancel)) == []
 
 
+@pytest.mark.reference
 def test_reference_sampling_with_a_seed_is_repeatable(checkpoints):
     engine = make_engine(reference_cfg(checkpoints["custom_voice"], do_sample=True, seed=3, max_new_tokens=6))
     a, b = (next(engine.synthesize("A seeded sentence.")) for _ in range(2))
@@ -101,12 +105,14 @@ def test_reference_sampling_with_a_seed_is_repeatable(checkpoints):
     assert np.array_equal(a, b)
 
 
+@pytest.mark.reference
 def test_reference_voice_design(checkpoints):
     engine = make_engine(reference_cfg(checkpoints["voice_design"], instruct="A calm, low voice.", max_new_tokens=6))
     assert engine.voice.kind == "voice_design"
     assert 1 <= frames_of(next(engine.synthesize("Designed voice."))) <= 5
 
 
+@pytest.mark.reference
 def test_reference_voice_clone_from_a_wav(checkpoints, tmp_path):
     ref = tmp_path / "ref.wav"
     t = np.arange(24000) / 24000
@@ -116,6 +122,7 @@ def test_reference_voice_clone_from_a_wav(checkpoints, tmp_path):
     assert 1 <= frames_of(next(engine.synthesize("Cloned voice."))) <= 5
 
 
+@pytest.mark.reference
 def test_handler_with_the_reference_engine(checkpoints):
     turns = Turns()
     turns.begin(1)
@@ -153,6 +160,7 @@ def test_fast_engine_streams_chunks_of_whole_frames(custom_voice_fast):
     assert sum(frames) <= MAX_FRAMES
 
 
+@pytest.mark.reference
 def test_fast_engine_says_what_the_reference_says(custom_voice_fast, custom_voice_reference):
     """Same [tts] settings, greedy, float32: the adapter builds the same request as the reference backend."""
     text = "Hello there, how are you?"

@@ -1,7 +1,9 @@
 """Synthetic Qwen3-TTS 12 Hz checkpoints: the exact released layout and configs, filled with random weights.
 
 ``build_checkpoint(out_dir, size, kind)`` writes a folder that ``qwen_tts.Qwen3TTSModel.from_pretrained(out_dir)``
-loads offline, exactly like a downloaded ``Qwen/Qwen3-TTS-12Hz-*`` repo:
+loads offline, exactly like a downloaded ``Qwen/Qwen3-TTS-12Hz-*`` repo. The weights are drawn with the reference's
+own classes: where ``qwen_tts`` does not import (the transformers 5 stack), the build runs in the reference venv
+(s2s/reference_env.py) and only its result is seen here.
 
     config.json, generation_config.json, model.safetensors, preprocessor_config.json,
     vocab.json, merges.txt, tokenizer_config.json            (the exact Qwen vocabulary, see tokenizer_files.py)
@@ -31,14 +33,14 @@ from pathlib import Path
 
 import torch
 
+from s2s import reference_env
 from s2s.checkpoint_builder.tokenizer_files import write_tokenizer_files
 from s2s.models import cache_root
-from s2s.qwen3_tts.options import SamplingParams
+from s2s.qwen3_tts.options import KINDS, SamplingParams
 
 log = logging.getLogger(__name__)
 
 SIZES = ("tiny", "0.6b", "1.7b")
-KINDS = ("custom_voice", "voice_design", "base")
 MARKER = ".s2s-synthetic-checkpoint.json"
 """Written last; holds the build spec. A folder without it is never overwritten."""
 _FORMAT_VERSION = 1
@@ -306,6 +308,9 @@ def build_checkpoint(
     if out.exists() and found is None and any(out.iterdir()):
         raise ValueError(f"{out} is not empty and was not written by build_checkpoint; choose an empty or new folder")
 
+    if not reference_env.in_process():
+        _build_in_reference_venv(out, spec)
+        return out
     started = time.monotonic()
     log.info("building synthetic Qwen3-TTS %s %s checkpoint (%s, seed %d) in %s", size, kind, spec["dtype"], seed, out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -324,6 +329,16 @@ def build_checkpoint(
         shutil.rmtree(staging, ignore_errors=True)
     log.info("synthetic checkpoint ready in %.1f s: %s", time.monotonic() - started, out)
     return out
+
+
+def _build_in_reference_venv(out: Path, spec: dict) -> None:
+    """The same build, run by the reference venv (transformers 5 stack: qwen_tts does not import here)."""
+    started = time.monotonic()
+    reference_env.run_reference(["-m", "s2s.checkpoint_builder.build", "--out", str(out), "--size", spec["size"],
+                                 "--kind", spec["kind"], "--seed", str(spec["seed"]), "--dtype", spec["dtype"]])
+    if _read_marker(out) != spec:
+        raise RuntimeError(f"the reference venv did not build {out} as asked ({spec})")
+    log.info("synthetic checkpoint built in the reference venv in %.1f s: %s", time.monotonic() - started, out)
 
 
 def cached_checkpoint(size: str = "tiny", kind: str = "custom_voice", seed: int = 0,

@@ -149,22 +149,25 @@ class _Sequence:
         return _run(self.parts, x)
 
 
+_PARTS = {
+    # codec_model.py's modules (what the engine loads) and qwen-tts 0.1.1's (the reference, for the tests)
+    "CausalConv": _CausalConv, "Qwen3TTSTokenizerV2CausalConvNet": _CausalConv,
+    "CausalTransConv": _CausalTransConv, "Qwen3TTSTokenizerV2CausalTransConvNet": _CausalTransConv,
+    "SnakeBeta": _SnakeBeta,
+    "ConvNeXtBlock": _ConvNeXt, "Qwen3TTSTokenizerV2ConvNeXtBlock": _ConvNeXt,
+    "ResidualUnit": _ResidualUnit, "Qwen3TTSTokenizerV2DecoderDecoderResidualUnit": _ResidualUnit,
+}
+
+
 def _stream_part(module: nn.Module):
     """The streaming counterpart of one module of the decoder's conv stack."""
     name = type(module).__name__
-    if name == "Qwen3TTSTokenizerV2CausalConvNet":
-        return _CausalConv(module)
-    if name == "Qwen3TTSTokenizerV2CausalTransConvNet":
-        return _CausalTransConv(module)
-    if name == "SnakeBeta":
-        return _SnakeBeta(module)
-    if name == "Qwen3TTSTokenizerV2ConvNeXtBlock":
-        return _ConvNeXt(module)
-    if name == "Qwen3TTSTokenizerV2DecoderDecoderResidualUnit":
-        return _ResidualUnit(module)
-    if name in ("Qwen3TTSTokenizerV2DecoderDecoderBlock", "ModuleList"):
+    if name in _PARTS:
+        return _PARTS[name](module)
+    if name in ("DecoderBlock", "Qwen3TTSTokenizerV2DecoderDecoderBlock", "ModuleList"):
         return _Sequence([_stream_part(child) for child in (module.block if hasattr(module, "block") else module)])
-    raise TypeError(f"the streaming codec decoder does not know the module {name}; qwen-tts 0.1.1 is supported")
+    raise TypeError(f"the streaming codec decoder does not know the module {name} (s2s.qwen3_tts.codec_model's "
+                    "modules and qwen-tts 0.1.1's are supported)")
 
 
 def _run(parts: list, x: torch.Tensor) -> torch.Tensor:
@@ -313,8 +316,8 @@ def find_codec_decoder(model: object) -> nn.Module:
         if all(hasattr(found, name) for name in ("quantizer", "pre_conv", "pre_transformer", "upsample", "decoder")):
             return found
     raise TypeError(
-        f"no 12 Hz codec decoder found in {type(model).__name__}: pass a qwen_tts.Qwen3TTSModel, "
-        "Qwen3TTSForConditionalGeneration, Qwen3TTSTokenizerV2Model or Qwen3TTSTokenizerV2Decoder"
+        f"no 12 Hz codec decoder found in {type(model).__name__}: pass an s2s.qwen3_tts SpeechTokenizer or "
+        "CodecDecoder, or a qwen_tts.Qwen3TTSModel, Qwen3TTSTokenizerV2Model or Qwen3TTSTokenizerV2Decoder"
     )
 
 

@@ -1,8 +1,8 @@
 """``Qwen3TTS``: the fast decode engine for Qwen3-TTS 12 Hz checkpoints (CustomVoice, VoiceDesign, Base).
 
-Loading goes through the reference package (tokenizer, speech tokenizer, speaker encoder, weights); the talker
-and code predictor weights are then moved into the engine's layout and the reference copies are freed. Decoding
-is the engine's own: prompt prefill (one eager causal pass) -> per frame the code predictor step and the talker
+Loading reads the checkpoint folder itself (loader.py: config, safetensors weights in the engine's layout, text
+tokenizer, speech tokenizer, speaker encoder), so it works on transformers 4.57 and 5.x alike. Decoding is the
+engine's own: prompt prefill (one eager causal pass) -> per frame the code predictor step and the talker
 step (CUDA graphs on CUDA unless ``enforce_eager``; the same functions eagerly on CPU) -> codes [T, 16] at 12.5
 frames/s -> speech tokenizer decoder -> 24 kHz float32 audio, 1920 samples per frame.
 
@@ -24,13 +24,13 @@ import torch
 
 from s2s.qwen3_tts.compiled import compile_steps
 from s2s.qwen3_tts.graphs import GraphPool
+from s2s.qwen3_tts.loader import Checkpoint, load_checkpoint
 from s2s.qwen3_tts.options import CHUNK_SIZE, FIRST_CHUNK_SIZE, FRAME_SAMPLES, SAMPLE_RATE, SamplingParams, takes_instruct
 from s2s.qwen3_tts.predictor import CodePredictor
 from s2s.qwen3_tts.prompt import PromptBuilder, TalkerPrompt
 from s2s.qwen3_tts.sampling import TALKER_MIN_NEW_TOKENS
 from s2s.qwen3_tts.talker import Talker
 from s2s.qwen3_tts.voice import VoicePrompt, create_voice_prompt
-from s2s.qwen3_tts.weights import take_weights
 
 log = logging.getLogger(__name__)
 
@@ -50,10 +50,9 @@ class Qwen3TTS:
 
     sample_rate = SAMPLE_RATE
 
-    def __init__(self, reference, device: torch.device, dtype: torch.dtype, max_seq_len: int = 2048,
+    def __init__(self, checkpoint: Checkpoint, device: torch.device, dtype: torch.dtype, max_seq_len: int = 2048,
                  enforce_eager: bool = False, compile: bool = False):
-        model = reference.model
-        cfg = model.config
+        cfg = checkpoint.config
         self.device, self.dtype, self.max_seq_len = device, dtype, max_seq_len
         self.kind: str = cfg.tts_model_type
         self.model_size: str = cfg.tts_model_size
@@ -61,12 +60,11 @@ class Qwen3TTS:
         """Chunk sizes whose codec decoder graph warm-up captured (empty without graphs)."""
         self._warned_chunk_sizes: set[int] = set()
         self.eos_id: int = cfg.talker_config.codec_eos_token_id
-        talker_w, predictor_w = take_weights(model)
-        self.predictor = CodePredictor(predictor_w, cfg.talker_config.num_code_groups, dtype, device)
-        self.talker = Talker(talker_w, self.predictor, self.eos_id, max_seq_len, dtype, device)
-        self.prompts = PromptBuilder(talker_w, cfg, reference.processor, device)
-        self.model = model  # what is left of the reference: speech tokenizer, speaker encoder (Base)
-        self.speech_tokenizer = model.speech_tokenizer
+        self.predictor = CodePredictor(checkpoint.predictor, cfg.talker_config.num_code_groups, dtype, device)
+        self.talker = Talker(checkpoint.talker, self.predictor, self.eos_id, max_seq_len, dtype, device)
+        self.prompts = PromptBuilder(checkpoint.talker, cfg, checkpoint.tokenizer, device)
+        self.speech_tokenizer = checkpoint.speech_tokenizer
+        self.speaker_encoder = checkpoint.speaker_encoder  # Base checkpoints only
         self.use_graphs = device.type == "cuda" and not enforce_eager
         self.compile = compile
         if compile:
@@ -94,13 +92,7 @@ class Qwen3TTS:
             torch.backends.cuda.matmul.allow_tf32 = True  # fp32 matmuls only; parity tests switch it off
             torch.backends.cudnn.allow_tf32 = True
             torch.backends.cudnn.benchmark = True  # the speech decoder's convolutions
-        import patches
-
-        patches.apply()  # qwen_tts imports torchaudio, which a Jetson torch may lack
-        from qwen_tts import Qwen3TTSModel
-
-        reference = Qwen3TTSModel.from_pretrained(str(path), device_map=str(dev), dtype=dtype)
-        engine = cls(reference, dev, dtype, max_seq_len, enforce_eager, compile)
+        engine = cls(load_checkpoint(path, dev, dtype), dev, dtype, max_seq_len, enforce_eager, compile)
         log.info("loaded %s (%s, %s) on %s, max_seq_len %d, %s", path.name, engine.kind, engine.model_size, dev,
                  max_seq_len, "CUDA graphs" if engine.use_graphs else "eager")
         return engine
@@ -142,7 +134,7 @@ class Qwen3TTS:
         """Reference audio (path or (np.ndarray, sr)) [+ its transcript] -> reusable ``VoicePrompt``."""
         self._require("base", "create_voice_prompt")
         with torch.no_grad():
-            return create_voice_prompt(self.model, ref_audio, ref_text, xvec_only)
+            return create_voice_prompt(self.speech_tokenizer, self.speaker_encoder, ref_audio, ref_text, xvec_only)
 
     # -- decoding ---------------------------------------------------------------------------------------------
     def _frame_budget(self, prompt: TalkerPrompt, max_new_tokens: int | None) -> int:
@@ -237,8 +229,7 @@ class Qwen3TTS:
         if codes.shape[0] == 0:
             return np.zeros(0, dtype=np.float32)
         full = codes if context_codes is None else torch.cat((context_codes.to(codes.device), codes))
-        wavs, _ = self.speech_tokenizer.decode([{"audio_codes": full}])
-        wav = np.asarray(wavs[0], dtype=np.float32)
+        wav = self.speech_tokenizer.decode(full)
         return wav if context_codes is None else wav[context_codes.shape[0] * FRAME_SAMPLES :]
 
     def stream(self, prompt: TalkerPrompt, sampling: SamplingParams | None = None, chunk_size: int = CHUNK_SIZE,
@@ -263,7 +254,7 @@ class Qwen3TTS:
         if self._stream_decoder is None:
             from s2s.qwen3_tts.codec_stream import StreamingCodecDecoder
 
-            self._stream_decoder = StreamingCodecDecoder(self.speech_tokenizer.model)
+            self._stream_decoder = StreamingCodecDecoder(self.speech_tokenizer.decoder)
             if self.use_graphs:
                 from s2s.qwen3_tts.codec_graphs import GraphedCodecDecoder
 

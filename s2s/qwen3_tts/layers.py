@@ -131,13 +131,21 @@ def _attention_and_mlp(x: torch.Tensor, w: LayerWeights, shape: LayerShape, q: t
                        mask: torch.Tensor | None) -> torch.Tensor:
     """The layer from attention on: q [T, Hq, d] against kv [S, 2 Hkv, d] (k heads, then v heads) -> o_proj -> MLP,
     both added to the residual stream x [1, T, D] in place -> [1, T, D]."""
-    T, D = x.shape[1], x.shape[2]
+    T = x.shape[1]
     hq, hkv, d = shape.q_heads, shape.kv_heads, shape.head_dim
     q = q.transpose(0, 1).reshape(1, hkv, shape.group * T, d)  # head g * n_rep + r -> kv head g (GQA, no repeat)
     keys = kv[:, :hkv].transpose(0, 1).unsqueeze(0)  # [1, Hkv, S, d] (strided view of the cache)
     values = kv[:, hkv:].transpose(0, 1).unsqueeze(0)  # [1, Hkv, S, d]
     attn = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask, scale=d**-0.5)  # [1, Hkv, n_rep T, d]
     attn = attn.reshape(hq, T, d).transpose(0, 1).reshape(T, hq * d)  # [T, Hq d]; a view unless SDPA gave strides
+    return output_and_mlp(x, w, shape, attn)
+
+
+def output_and_mlp(x: torch.Tensor, w: LayerWeights, shape: LayerShape, attn: torch.Tensor) -> torch.Tensor:
+    """The layer after attention: attention output rows ``attn`` [T, Hq d] -> o_proj -> MLP, both added to the
+    residual stream x [1, T, D] in place -> [1, T, D]. The rows are independent (batched decode passes one row per
+    utterance as T)."""
+    T, D = x.shape[1], x.shape[2]
     x = x.view(T, D).addmm_(attn, w.o_proj.t())  # [T, D]: residual += o_proj(attn), one kernel
     h = rms_norm(x, w.post_norm, shape.eps)  # [T, D]
     gate, up = F.linear(h, w.gate_up).chunk(2, dim=-1)  # [T, I] each

@@ -4,6 +4,7 @@
 - ``CHUNK_SIZE`` / ``FIRST_CHUNK_SIZE``: codec frames per streamed chunk; a small first chunk gives early audio.
 - ``SamplingParams``: the reference's ``generation_config.json`` defaults and their validation.
 - ``takes_instruct``: which checkpoints take a style instruction.
+- ``KINDS``: the checkpoint kinds (config.json ``tts_model_type``).
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ CHUNK_SIZE = 4
 """Codec frames per streamed audio chunk after the first."""
 FIRST_CHUNK_SIZE = 2
 """Codec frames in the first streamed chunk (smaller = earlier first audio)."""
+KINDS = ("custom_voice", "voice_design", "base")
+"""config.json ``tts_model_type`` of the three released kinds: named speakers, described voices, cloned voices."""
 NO_INSTRUCT_SIZE = "0b6"
 """config.json ``tts_model_size`` of the CustomVoice model that takes no instruction (the 0.6B)."""
 

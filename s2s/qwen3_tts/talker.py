@@ -21,6 +21,8 @@ memory-bound devices such as Jetson Orin).
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
 
@@ -74,8 +76,11 @@ class Talker:
         self.step_layer = decoder_layer
         """The layer function of single-token steps (``compiled.compile_steps`` swaps in a compiled one)."""
 
-    def _layers(self, x, positions, slots, kv_len, mask) -> torch.Tensor:
-        """x [1, T, D] (consumed: updated in place by the layers) -> final-norm hidden [1, T, D]."""
+    def _layers(self, x, positions, slots, kv_len, mask,
+                cache: Callable[[int], torch.Tensor] | None = None) -> torch.Tensor:
+        """x [1, T, D] (consumed: updated in place by the layers) -> final-norm hidden [1, T, D]; ``cache(i)`` is
+        layer i's K/V [L, 2 Hkv, d] (default: this talker's cache)."""
+        cache = cache or self.cache.layer
         rotations = self.rope.rotations(positions)  # [T, d, d]
         if x.shape[1] == 1:  # a step: every layer's q/k norm weights folded into its own copy, in one product
             layer = self.step_layer
@@ -84,7 +89,7 @@ class Talker:
             layer = decoder_layer
             per_layer = [rotations] * len(self.w.layers)
         for i, lw in enumerate(self.w.layers):
-            x = layer(x, lw, self.w.shape, per_layer[i], self.cache.layer(i), slots, kv_len, mask)
+            x = layer(x, lw, self.w.shape, per_layer[i], cache(i), slots, kv_len, mask)
         return rms_norm(x, self.w.final_norm, self.w.shape.eps)  # [1, T, D]
 
     def sample(self, logits: torch.Tensor, n_generated: torch.Tensor, s: SamplingParams) -> torch.Tensor:
@@ -102,15 +107,24 @@ class Talker:
         self.trailing[:] = tts_pad.view(1, -1)
         n_rows = min(trailing.shape[1], self.trailing.shape[0])
         self.trailing[:n_rows] = trailing[0, :n_rows]
-        positions = torch.arange(T, device=embeds.device)  # [T]
-        hidden = self._layers(embeds.clone(), positions, positions, T, causal_mask(T, self.w.shape.group, embeds.device))
-        logits = F.linear(hidden, self.w.codec_head)[0, -1].float()  # [V]; head over all rows, as the reference
+        hidden, logits = self.prefill_pass(embeds)
+        logits = logits[0, -1].float()  # [V]
         self.counters.zero_()
         self.token.copy_(self.sample(logits, self.n_generated, sampling))
         self.past_hidden.copy_(hidden[:, -1:])
         self.mask.fill_(float("-inf"))
         self.mask[:, :T] = 0.0
         self.counters.copy_(torch.tensor([0, T, T, 1]))  # frame, position, cache slot, ids generated
+
+    def prefill_pass(self, embeds: torch.Tensor, cache: Callable[[int], torch.Tensor] | None = None
+                     ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Prompt rows [1, T, D] -> K/V of slots 0..T-1 in ``cache`` (default: this talker's), final-norm hidden
+        [1, T, D] and codec-head logits [1, T, V] (model dtype; the head runs over all rows, as the reference)."""
+        T = embeds.shape[1]
+        positions = torch.arange(T, device=embeds.device)  # [T]
+        mask = causal_mask(T, self.w.shape.group, embeds.device)
+        hidden = self._layers(embeds.clone(), positions, positions, T, mask, cache)
+        return hidden, F.linear(hidden, self.w.codec_head)
 
     def rewind(self) -> None:
         """Counters back to 0 (before graph capture, whose warm-up calls advance them)."""

@@ -1,8 +1,8 @@
 """Reusable voice-clone prompts for the Base model: x-vector (speaker encoder) plus, for in-context cloning, the
 reference text and the reference audio's codec codes [R, 16] (speech tokenizer encoder, 12.5 frames/s).
 
-Both are computed once with the reference's own encoders (``speech_tokenizer.encode`` and
-``extract_speaker_embedding``, 24 kHz log-mel) and can be saved and loaded, so a voice costs nothing per request.
+Both are computed once, with the checkpoint's speech tokenizer encoder and speaker encoder (24 kHz log-mel), and can
+be saved and loaded, so a voice costs nothing per request.
 """
 
 from __future__ import annotations
@@ -13,7 +13,6 @@ from pathlib import Path
 import librosa
 import numpy as np
 import torch
-
 
 
 @dataclass
@@ -52,20 +51,20 @@ def load_reference_audio(ref_audio) -> tuple[np.ndarray, int]:
     return np.asarray(wav, dtype=np.float32), int(sr)
 
 
-def create_voice_prompt(model, ref_audio, ref_text: str | None = None, xvec_only: bool = False) -> VoicePrompt:
-    """Encode a reference voice with the reference model's speech tokenizer and speaker encoder.
+def create_voice_prompt(speech_tokenizer, speaker_encoder, ref_audio, ref_text: str | None = None,
+                        xvec_only: bool = False) -> VoicePrompt:
+    """Encode a reference voice with a Base checkpoint's speech tokenizer (``SpeechTokenizer``, its codes) and
+    speaker encoder (``SpeakerEncoder``, the x-vector).
 
-    ``model`` is the loaded ``Qwen3TTSForConditionalGeneration`` (Base kind). In-context cloning (the default)
-    needs ``ref_text``, the words spoken in ``ref_audio``; ``xvec_only=True`` uses the speaker embedding alone.
+    In-context cloning (the default) needs ``ref_text``, the words spoken in ``ref_audio``; ``xvec_only=True`` uses
+    the speaker embedding alone.
     """
     if not xvec_only and not ref_text:
         raise ValueError("ref_text (the transcript of the reference audio) is required for in-context cloning; "
                          "pass it, or use xvec_only=True to clone from the speaker embedding alone")
     wav, sr = load_reference_audio(ref_audio)
-    codes = None
-    if not xvec_only:
-        codes = model.speech_tokenizer.encode(wav, sr=sr).audio_codes[0].detach().cpu()  # [R, 16]
-    rate = model.speaker_encoder_sample_rate
+    codes = None if xvec_only else speech_tokenizer.encode(wav, sr)  # [R, 16]
+    rate = speaker_encoder.config.sample_rate
     wav_spk = wav if sr == rate else librosa.resample(y=wav, orig_sr=sr, target_sr=rate)
-    embedding = model.extract_speaker_embedding(audio=wav_spk, sr=rate).detach().cpu()  # [D]
+    embedding = speaker_encoder.embed(wav_spk).detach().cpu()  # [D]
     return VoicePrompt(embedding.clone(), None if codes is None else codes.clone(), None if xvec_only else ref_text)

@@ -1,13 +1,11 @@
-"""Take the talker and code-predictor weights out of the reference ``qwen_tts`` modules into the engine's layout.
+"""Convert the talker and code-predictor tensors of model.safetensors into the engine's layout.
 
 Layout: per layer one qkv matrix [(Hq + 2 Hkv) d, D], one gate/up matrix [2 I, D], stacked q/k norm weights
 [Hq + Hkv, d], o_proj and down stored column-major (``_column_major``); all 16 codec embedding tables in one flat
 table [3072 + 15 * 2048, D_talker] (the talker's codebook-0 table, then the 15 predictor tables; the per-table tensors
 are views of it), so a frame's 16 codes are embedded by one gather; the 15 predictor heads stacked
-[15, 2048, D_pred]. Tensors whose layout does not change are shared, not copied. Each reference layer is dropped as
-soon as it has been converted, so peak memory stays near one model copy plus one layer; at the end the whole
-reference talker is released (the speech tokenizer and speaker encoder stay with the reference model: the engine
-uses them for decoding and voice prompts).
+[15, 2048, D_pred]. Tensors whose layout does not change are shared, not copied. Each layer's tensors are dropped as
+soon as it has been converted, so peak memory stays near one model copy plus one layer.
 """
 
 from __future__ import annotations
@@ -16,7 +14,6 @@ import logging
 from dataclasses import dataclass
 
 import torch
-from torch import nn
 
 from s2s.qwen3_tts.layers import LayerShape, LayerWeights
 
@@ -76,28 +73,37 @@ def _column_major(weight: torch.Tensor) -> torch.Tensor:
     return weight.t().contiguous().t()
 
 
-def _take_layer(layer: nn.Module) -> LayerWeights:
-    attn, mlp = layer.self_attn, layer.mlp
-    n_q = attn.q_proj.weight.shape[0] // attn.head_dim
-    n_kv = attn.k_proj.weight.shape[0] // attn.head_dim
-    qk_norm = torch.cat((attn.q_norm.weight.expand(n_q, -1), attn.k_norm.weight.expand(n_kv, -1)))  # [Hq+Hkv, d]
+Tensors = dict[str, torch.Tensor]
+
+
+def _pop(tensors: Tensors, name: str) -> torch.Tensor:
+    if name not in tensors:
+        raise ValueError(f"model.safetensors has no {name}: is this a Qwen3-TTS 12 Hz checkpoint of the kind its "
+                         "config.json says?")
+    return tensors.pop(name)
+
+
+def _take_layer(tensors: Tensors, prefix: str, shape: LayerShape) -> LayerWeights:
+    def get(name: str) -> torch.Tensor:
+        return _pop(tensors, f"{prefix}.{name}.weight")
+
+    q, k, v = get("self_attn.q_proj"), get("self_attn.k_proj"), get("self_attn.v_proj")
+    n_q, n_kv = q.shape[0] // shape.head_dim, k.shape[0] // shape.head_dim
+    qk_norm = torch.cat((get("self_attn.q_norm").expand(n_q, -1), get("self_attn.k_norm").expand(n_kv, -1)))  # [Hq+Hkv, d]
     return LayerWeights(
-        input_norm=layer.input_layernorm.weight.data,
-        qkv=torch.cat((attn.q_proj.weight.data, attn.k_proj.weight.data, attn.v_proj.weight.data)),
-        qk_norm=qk_norm.detach().contiguous(),
-        o_proj=_column_major(attn.o_proj.weight.data),
-        post_norm=layer.post_attention_layernorm.weight.data,
-        gate_up=torch.cat((mlp.gate_proj.weight.data, mlp.up_proj.weight.data)),
-        down=_column_major(mlp.down_proj.weight.data),
+        input_norm=get("input_layernorm"),
+        qkv=torch.cat((q, k, v)),
+        qk_norm=qk_norm.contiguous(),
+        o_proj=_column_major(get("self_attn.o_proj")),
+        post_norm=get("post_attention_layernorm"),
+        gate_up=torch.cat((get("mlp.gate_proj"), get("mlp.up_proj"))),
+        down=_column_major(get("mlp.down_proj")),
     )
 
 
-def _take_layers(layers: nn.ModuleList) -> list[LayerWeights]:
-    taken = []
-    for i in range(len(layers)):
-        taken.append(_take_layer(layers[i]))
-        layers[i] = nn.Identity()  # drop the reference copies of q/k/v and gate/up now
-    return taken
+def _take_layers(tensors: Tensors, prefix: str, count: int, shape: LayerShape) -> list[LayerWeights]:
+    # Popping each layer's tensors as it is converted frees the separate q/k/v and gate/up copies right away.
+    return [_take_layer(tensors, f"{prefix}.{i}", shape) for i in range(count)]
 
 
 def _shape(cfg) -> LayerShape:
@@ -105,41 +111,43 @@ def _shape(cfg) -> LayerShape:
     return LayerShape(cfg.num_attention_heads, cfg.num_key_value_heads, head_dim, cfg.rms_norm_eps)
 
 
-def take_weights(model: nn.Module) -> tuple[TalkerWeights, PredictorWeights]:
-    """Convert ``Qwen3TTSForConditionalGeneration.talker`` and release it from ``model``."""
-    talker = model.talker
-    cfg = talker.config
-    pred = talker.code_predictor
-    pcfg = pred.config
+def take_weights(tensors: Tensors, cfg) -> tuple[TalkerWeights, PredictorWeights]:
+    """Convert the ``talker.*`` tensors of model.safetensors (popped from ``tensors``, already on the engine's device
+    and dtype) for the talker config ``cfg`` (its ``code_predictor_config`` inside)."""
+    pcfg = cfg.code_predictor_config
+    n_residual = cfg.num_code_groups - 1
     with torch.no_grad():
-        predictor_tables = [e.weight.data for e in pred.model.codec_embedding]
-        codec_table, code_offsets = _codec_table(talker.model.codec_embedding.weight.data, predictor_tables)
-        vocab, n_residual, residual_vocab = talker.model.codec_embedding.weight.shape[0], len(predictor_tables), predictor_tables[0].shape[0]
+        predictor_tables = [_pop(tensors, f"talker.code_predictor.model.codec_embedding.{i}.weight")
+                            for i in range(n_residual)]
+        talker_table = _pop(tensors, "talker.model.codec_embedding.weight")
+        codec_table, code_offsets = _codec_table(talker_table, predictor_tables)
+        del talker_table, predictor_tables  # codec_table holds the only copy
+        vocab, residual_vocab = cfg.vocab_size, pcfg.vocab_size
+        projected = "talker.code_predictor.small_to_mtp_projection.weight" in tensors  # 1.7B: talker 2048 -> 1024
         predictor = PredictorWeights(
-            layers=_take_layers(pred.model.layers),
+            layers=_take_layers(tensors, "talker.code_predictor.model.layers", pcfg.num_hidden_layers, _shape(pcfg)),
             shape=_shape(pcfg),
-            final_norm=pred.model.norm.weight.data,
+            final_norm=_pop(tensors, "talker.code_predictor.model.norm.weight"),
             codec_embeddings=codec_table[vocab:].view(n_residual, residual_vocab, -1),
-            heads=torch.stack([h.weight.data for h in pred.lm_head]),
-            proj_w=None if isinstance(pred.small_to_mtp_projection, nn.Identity) else pred.small_to_mtp_projection.weight.data,
-            proj_b=None if isinstance(pred.small_to_mtp_projection, nn.Identity) else pred.small_to_mtp_projection.bias.data,
+            heads=torch.stack([_pop(tensors, f"talker.code_predictor.lm_head.{i}.weight") for i in range(n_residual)]),
+            proj_w=_pop(tensors, "talker.code_predictor.small_to_mtp_projection.weight") if projected else None,
+            proj_b=_pop(tensors, "talker.code_predictor.small_to_mtp_projection.bias") if projected else None,
             rope_theta=float(pcfg.rope_theta),
         )
         talker_weights = TalkerWeights(
-            layers=_take_layers(talker.model.layers),
+            layers=_take_layers(tensors, "talker.model.layers", cfg.num_hidden_layers, _shape(cfg)),
             shape=_shape(cfg),
-            final_norm=talker.model.norm.weight.data,
+            final_norm=_pop(tensors, "talker.model.norm.weight"),
             codec_embedding=codec_table[:vocab],
             codec_table=codec_table,
             code_offsets=code_offsets,
-            codec_head=talker.codec_head.weight.data,
-            text_embedding=talker.model.text_embedding.weight.data,
-            text_fc1_w=talker.text_projection.linear_fc1.weight.data,
-            text_fc1_b=talker.text_projection.linear_fc1.bias.data,
-            text_fc2_w=talker.text_projection.linear_fc2.weight.data,
-            text_fc2_b=talker.text_projection.linear_fc2.bias.data,
+            codec_head=_pop(tensors, "talker.codec_head.weight"),
+            text_embedding=_pop(tensors, "talker.model.text_embedding.weight"),
+            text_fc1_w=_pop(tensors, "talker.text_projection.linear_fc1.weight"),
+            text_fc1_b=_pop(tensors, "talker.text_projection.linear_fc1.bias"),
+            text_fc2_w=_pop(tensors, "talker.text_projection.linear_fc2.weight"),
+            text_fc2_b=_pop(tensors, "talker.text_projection.linear_fc2.bias"),
             rope_theta=float(cfg.rope_theta),
         )
-    model.talker = None  # the shared tensors live on in the engine; everything else is freed
     log.debug("took %d talker and %d predictor layers", len(talker_weights.layers), len(predictor.layers))
     return talker_weights, predictor

@@ -14,10 +14,10 @@ cancelled job that is still waiting is skipped; a running one sees its ``cancel`
 exception in a job goes to that job's consumer alone; the worker carries on with the next.
 
 ``SpeechScheduler`` owns the TTS engine and its worker: ``submit(request) -> Job`` of audio chunks, ``call(fn)``
-for other work on the engine's thread (making a clone voice). It serves one request at a time. A batched engine
-(continuous batching, several requests per frame step) replaces it behind the same ``submit``/``Job``/``cancel``
-interface: its own loop admits requests from the queue into free rows between frame steps and feeds each row's
-chunks to its job, so the routes and the Wyoming handlers stay as they are.
+for other work on the engine's thread (making a clone voice). It serves one request at a time.
+``s2s.server.batched.BatchedSpeechScheduler`` (the qwen3 backend with ``server.max_batch`` > 1) has the same
+``submit``/``Job``/``cancel``/``call`` interface over continuous batching: its loop admits requests into free rows
+between frame steps and feeds each row's chunks to its job, so the routes and the Wyoming handlers stay as they are.
 """
 
 from __future__ import annotations

@@ -2,7 +2,8 @@
 ``Transcriber``, and the voice catalog. ``s2s serve`` and ``s2s wyoming`` both run on one ``Services``.
 
 The TTS engine is the configured backend (``s2s.tts_engine.make_engine``), warmed up; a Base checkpoint may start
-without a voice of its own (requests name uploaded clone voices). The STT is the configured ``[stt]`` backend's
+without a voice of its own (requests name uploaded clone voices). With ``server.max_batch`` > 1 the qwen3 engine
+serves that many requests at once (``BatchedSpeechScheduler``). The STT is the configured ``[stt]`` backend's
 handler, set up as the pipeline sets it up; its ``segments`` method (ours: ``handlers.stt``) gives times for srt,
 vtt and verbose_json, and a backend with only ``transcribe`` answers with one segment.
 """
@@ -23,6 +24,7 @@ from s2s.audio import SPEECH_RATE
 from s2s.config import Config
 from s2s.handler import Handler, Wiring
 from s2s.server.audio_codecs import decode_audio
+from s2s.server.batched import BatchedSpeechScheduler
 from s2s.server.scheduler import Job, SpeechScheduler, Worker, WorkerHealth
 from s2s.server.transcripts import Segment, Transcription, Word
 from s2s.server.voices import VoiceCatalog, VoiceStore, default_voices_dir
@@ -91,6 +93,19 @@ class Transcriber:
         self.worker.close()
 
 
+def speech_scheduler(engine, max_batch: int, queue_size: int, max_text_chars: int,
+                     hang_timeout_s: float) -> SpeechScheduler | BatchedSpeechScheduler:
+    """The batched scheduler for the qwen3 engine with ``max_batch`` > 1, else one request at a time (other backends
+    have no batched decode: they log it and serve one at a time)."""
+    if max_batch > 1 and engine.name == "qwen3":
+        log.info("tts: up to %d requests share each frame step (server.max_batch)", max_batch)
+        return BatchedSpeechScheduler(engine, max_batch, queue_size, max_text_chars, hang_timeout_s)
+    if max_batch > 1:
+        log.warning("tts: server.max_batch = %d needs the qwen3 backend; %s serves one request at a time",
+                    max_batch, engine.name)
+    return SpeechScheduler(engine, queue_size, max_text_chars, hang_timeout_s)
+
+
 class Services:
     """What a server needs, loaded; ``speech`` and ``stt`` are None when the server was started without them."""
 
@@ -118,7 +133,7 @@ class Services:
             engine.warmup()
             checkpoint = getattr(getattr(engine, "checkpoint", None), "name", "")
             log.info("tts: %s engine ready (%d Hz) in %.1f s", engine.name, engine.sample_rate, time.monotonic() - t0)
-            speech = SpeechScheduler(engine, server.queue_size, config.tts.max_text_chars, hang)
+            speech = speech_scheduler(engine, server.max_batch, server.queue_size, config.tts.max_text_chars, hang)
             folder = Path(server.voices_dir).expanduser() if server.voices_dir else default_voices_dir()
             voices = VoiceCatalog(engine, VoiceStore(folder), server.voices())
         if stt:
