@@ -23,6 +23,7 @@ be.
 
 from __future__ import annotations
 
+import inspect
 import logging
 import time
 from collections import deque
@@ -118,6 +119,10 @@ class ChatModel:
         """Any of these ends the reply (instruct models often list several, e.g. <|im_end|> and <|endoftext|>)."""
         self.prefill_tokens = PREFILL_SLICE_TOKENS[1]
         """Prompt tokens per forward pass, learnt from the speed of the last full slice."""
+        forward = inspect.signature(self.model.forward).parameters
+        self.cache_argument = "cache" if "cache" in forward else "past_key_values"
+        """The forward's K/V cache argument: ``cache`` from transformers 5.x (``past_key_values`` is deprecated there),
+        ``past_key_values`` before."""
 
     @classmethod
     def load(cls, cfg: LLMConfig) -> ChatModel:
@@ -220,8 +225,8 @@ class ChatModel:
             if isinstance(cache, StaticDecoder):
                 logits = cache.extend(ids[:, start:start + size]).unsqueeze(0)  # [1, vocab]
             else:
-                logits = self.model(input_ids=ids[:, start:start + size], past_key_values=cache, use_cache=True,
-                                    logits_to_keep=1).logits[:, -1, :]  # [1, vocab]
+                logits = self.model(input_ids=ids[:, start:start + size], **{self.cache_argument: cache},
+                                    use_cache=True, logits_to_keep=1).logits[:, -1, :]  # [1, vocab]
             start += size
             if size == self.prefill_tokens:  # a full slice measures the speed: the next ones take PREFILL_SLICE_S
                 rate = size / max(time.monotonic() - t0, 1e-3)  # tokens/s
