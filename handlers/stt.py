@@ -23,7 +23,7 @@ import numpy as np
 
 from s2s.audio import SPEECH_RATE
 from s2s.config import STTConfig
-from s2s.devices import resolve_device
+from s2s.devices import resolve_device, usable_cores
 from s2s.handler import Handler, Wiring
 from s2s.messages import SpeculativeSegment, SpeechSegment, Transcript, TurnEnd
 from s2s.models import whisper_model
@@ -75,8 +75,10 @@ class STTHandler(Handler):
 
             model = whisper_model(self.cfg)
             device, compute_type = ctranslate2_device(self.cfg)
-            self.model = WhisperModel(model, device=device, compute_type=compute_type)
-            log.info("STT: faster-whisper %s on %s (%s)", model, device, compute_type)
+            threads = self.cfg.cpu_threads or min(4, usable_cores())
+            self.model = WhisperModel(model, device=device, compute_type=compute_type, cpu_threads=threads)
+            log.info("STT: faster-whisper %s on %s (%s%s)", model, device, compute_type,
+                     f", {threads} CPU threads" if device == "cpu" else "")
         self.transcribe(np.zeros(SPEECH_RATE, dtype=np.float32))  # warm-up: 1 s of silence
 
     def transcribe(self, audio: np.ndarray) -> tuple[str, str | None]:

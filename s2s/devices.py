@@ -7,6 +7,7 @@ on CUDA and float32 on the CPU. A stage that asks for ``cuda`` on a machine wher
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 
 DEVICES = ("auto", "cpu", "cuda")
@@ -42,3 +43,10 @@ def torch_dtype(dtype: str, device: str):
     import torch
 
     return getattr(torch, dtype_name(dtype, device))
+
+
+def usable_cores() -> int:
+    """CPU cores this process may run on (its affinity mask where the OS has one, else every core)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1

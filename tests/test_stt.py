@@ -34,6 +34,26 @@ def test_device_auto_follows_ctranslate2(monkeypatch):
     assert ctranslate2_device(STTConfig()) == ("cuda", "float16")
 
 
+@pytest.mark.parametrize(("configured", "expected"), [(0, None), (3, 3)])
+def test_cpu_threads_default_to_the_usable_cores_at_most_four(monkeypatch, configured, expected):
+    import faster_whisper
+
+    from s2s.devices import usable_cores
+
+    made = {}
+
+    class Recorder:
+        def __init__(self, model, **options):
+            made.update(options)
+
+        def transcribe(self, audio, **options):
+            return iter(()), type("Info", (), {"language": "en"})()
+
+    monkeypatch.setattr(faster_whisper, "WhisperModel", Recorder)
+    STTHandler(wiring(), STTConfig(device="cpu", cpu_threads=configured)).setup()
+    assert made["cpu_threads"] == (expected or min(4, usable_cores())) and made["device"] == "cpu"
+
+
 @pytest.fixture(scope="module")
 def whisper():
     """faster-whisper tiny.en, loaded and warmed up once by a handler's ``setup``."""
