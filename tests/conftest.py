@@ -45,3 +45,16 @@ def system_tool() -> Callable[..., str]:
         pytest.skip(message)
 
     return find
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """One intra-op torch thread for a module (``pytestmark = pytest.mark.usefixtures("one_torch_thread")``): a tiny
+    model's ops are too small to share, and a thread that other work on a loaded machine delays would hold up every
+    op at its barrier."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

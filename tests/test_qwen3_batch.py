@@ -24,14 +24,7 @@ MAX_SEQ_LEN = 160
 TEXTS = ("Hello there, how are you today?", "Hi.", "A somewhat longer sentence, for the third row to speak.")
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One intra-op thread: the tiny model's ops are too small to share, and a thread that the other work on a
-    loaded machine delays would hold up every op at its barrier."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
