@@ -426,8 +426,8 @@ install_project() {
     local requirements extra=""
     mapfile -t requirements < <(project_requirements)
     if [[ $DEV -eq 1 ]]; then extra="dev"; fi
-    install_missing "" "transformers==$TRANSFORMERS_VERSION"  # the range in pyproject.toml admits both stacks
-    install_missing "$extra" "${requirements[@]}"
+    install_missing "$extra" "${requirements[@]}"  # a fresh venv gets the constraints' transformers pin here
+    install_missing "" "transformers==$TRANSFORMERS_VERSION"  # a venv of the other stack: its range admits both
     install_missing "" --no-deps -- "${NO_DEPS_PACKAGES[@]}"
     if on_fallback_stack; then
         install_missing "" --no-deps -- "$QWEN_TTS"
