@@ -221,6 +221,14 @@ def test_streaming_audio_per_row_equals_its_one_shot_decode(engines, overlap):
         assert np.abs(np.concatenate(chunks) - eng.decode(codes)).max() < 1e-4
 
 
+def test_row_decoders_share_one_copy_of_the_codebook_tables(engines):
+    from s2s.qwen3_tts.codec_stream import StreamingCodecDecoder
+
+    eng = engines()
+    first, second = (StreamingCodecDecoder(eng.speech_tokenizer) for _ in range(2))
+    assert first._quantizer is second._quantizer and first._transformer is not second._transformer
+
+
 def test_a_failing_codec_decoder_ends_its_request_alone(engines):
     eng = engines()
     greedy = SamplingParams.greedy()

@@ -33,6 +33,7 @@ Batch size is 1 (one utterance per decoder).
 from __future__ import annotations
 
 import math
+import weakref
 from collections.abc import Callable
 
 import torch
@@ -203,6 +204,14 @@ class _Quantizer:
         self.rest_proj = rest.output_proj.weight.detach()[..., 0]  # [C, d]
         self.rest_index = torch.arange(self.rest_tables.shape[0], device=self.rest_tables.device)[:, None]
 
+    @classmethod
+    def of(cls, quantizer: nn.Module) -> _Quantizer:
+        """The tables of ``quantizer``, built once per module (the batched server keeps a decoder per row)."""
+        made = _QUANTIZERS.get(quantizer)
+        if made is None:
+            made = _QUANTIZERS[quantizer] = cls(quantizer)
+        return made
+
     @staticmethod
     def _tables(rvq: nn.Module) -> torch.Tensor:
         tables = []
@@ -219,6 +228,10 @@ class _Quantizer:
         rest = self.rest_tables[self.rest_index, codes[:, 1:].T].sum(0)  # [Q-1, n, d] -> [n, d]
         hidden = first @ self.first_proj.T + rest @ self.rest_proj.T  # [n, C]
         return hidden.T[None]
+
+
+_QUANTIZERS: weakref.WeakKeyDictionary[nn.Module, _Quantizer] = weakref.WeakKeyDictionary()
+"""Quantizer module -> its tables (``_Quantizer.of``); an entry goes with its model."""
 
 
 class _SlidingWindowTransformer:
@@ -330,7 +343,7 @@ class StreamingCodecDecoder:
         self.num_quantizers = config.num_quantizers
         self.samples_per_frame = int(decoder.total_upsample)
         self.device = decoder.pre_conv.conv.weight.device
-        self._quantizer = _Quantizer(decoder.quantizer)
+        self._quantizer = _Quantizer.of(decoder.quantizer)  # read-only: shared by the decoders of one model
         self._pre_conv = _CausalConv(decoder.pre_conv)
         self._transformer = _SlidingWindowTransformer(decoder.pre_transformer)
         self._convs = _Sequence([_stream_part(stage) for stage in (*decoder.upsample, *decoder.decoder)])
