@@ -24,7 +24,7 @@ HEADER = """\
 """
 
 
-def _field_docs() -> dict[tuple[str, str], str]:
+def field_docs() -> dict[tuple[str, str], str]:
     """(class name, field name) -> the string literal written under the field."""
     docs = {}
     for node in ast.parse(inspect.getsource(config_module)).body:
@@ -48,7 +48,7 @@ def _toml_value(value: object) -> str:
 def render(config: Config | None = None) -> str:
     """The TOML text of ``config`` (default: the defaults), one commented key per line."""
     config = config or Config()
-    docs = _field_docs()
+    docs = field_docs()
     lines = [HEADER]
     for section in dataclasses.fields(config):
         values = getattr(config, section.name)

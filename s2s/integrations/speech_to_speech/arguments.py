@@ -14,7 +14,7 @@ from dataclasses import field, fields, make_dataclass
 from typing import Any, get_type_hints
 
 from s2s.config import TTSConfig
-from s2s.default_toml import _field_docs
+from s2s.default_toml import field_docs
 
 PREFIX = "s2s_edge_"
 """Option prefix; speech-to-speech strips it (``config_prefix``) before the settings reach the handler."""
@@ -27,7 +27,7 @@ DEFAULT_BACKEND = "qwen3"
 def _option_fields() -> list[tuple[str, type, Any]]:
     hints = get_type_hints(TTSConfig)
     defaults = TTSConfig(backend=DEFAULT_BACKEND)
-    docs = _field_docs()
+    docs = field_docs()
     options = [(PREFIX + f.name, hints[f.name],
                 field(default=getattr(defaults, f.name),
                       metadata={"help": f"s2s-edge [tts] {f.name}. {docs.get(('TTSConfig', f.name), '')}".strip()}))
