@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import dataclasses
 import importlib
 import json
 import logging
@@ -202,6 +203,88 @@ def measure_cutoffs(folder: Path, manifest: list[dict]) -> dict:
     return {"rows": rows}
 
 
+def replay(audio: np.ndarray, detector, stt, end_of_turn) -> list[dict]:
+    """The VAD over ``audio`` and the file source's trailing silence, in stream time, with every speculative
+    transcript made and judged at once (an instant STT and turn model: the earliest an end of turn could be
+    decided). Events: "end" (silence), "early" (the words sounded finished), "resumed", with stream times."""
+    from handlers.vad import FRAME_SAMPLES, Resumed
+    from s2s.messages import SpeculativeSegment
+
+    padded = np.concatenate([audio, np.zeros(int(TRAILING_S * RATE), dtype=np.float32)])
+    events = []
+    for start in range(0, len(padded), FRAME_SAMPLES):
+        now = (start + FRAME_SAMPLES) / RATE
+        for item in detector(padded[start:start + FRAME_SAMPLES], start / RATE, 0.0):
+            if isinstance(item, SpeculativeSegment):
+                if detector.end_of_turn is not None:
+                    text, _ = stt.transcribe(item.audio)
+                    end_of_turn.judge(item.start_s, item.end_s, text)
+            elif isinstance(item, Resumed):
+                events.append({"event": "resumed", "at_s": item.start_s})
+            else:
+                events.append({"event": "early" if detector.sent_early else "end", "at_s": now,
+                               "silence_ms": round((now - item.end_s) * 1000), "end_s": item.end_s})
+    events += [{"event": "end", "at_s": len(padded) / RATE, "silence_ms": None} for _ in detector.flush()]
+    return events
+
+
+def outcome(events: list[dict]) -> dict:
+    """Utterances that stood (an early one followed by "resumed" was taken back), the early ends, and for each
+    taken-back one how long after the decision the user spoke on (ms)."""
+    stood, early, resumed_after = 0, 0, []
+    for k, event in enumerate(events):
+        if event["event"] == "resumed":
+            continue
+        early += event["event"] == "early"
+        taken_back = k + 1 < len(events) and events[k + 1]["event"] == "resumed"
+        if taken_back:
+            resumed_after.append(round((events[k + 1]["at_s"] - event["at_s"]) * 1000))
+        else:
+            stood += 1
+    return {"utterances": stood, "early": early, "resumed_after_ms": resumed_after,
+            "silence_ms": [e["silence_ms"] for e in events if e["event"] in ("early", "end")]}
+
+
+def measure_turn_cutoffs(folder: Path, manifest: list[dict], args) -> dict:
+    """End of turn from the words (configs/cpu.toml's Whisper, the embedded SmolLM2 as the turn model) against
+    silence alone: how soon each question ends, and what becomes of the two-part questions' pauses."""
+    import soundfile as sf
+
+    from handlers.stt import STTHandler
+    from handlers.vad import SileroSpeechModel, UtteranceDetector
+    from s2s.config import EndOfTurnConfig, STTConfig, VADConfig
+    from s2s.end_of_turn import EndOfTurn
+    from s2s.handler import Wiring
+    from s2s.turns import Turns
+
+    vad = VADConfig(min_silence_ms=args.min_silence_ms or 500, early_stt_ms=args.early_stt_ms or 96)
+    eot = EndOfTurnConfig(silence_ms=args.end_of_turn_ms or 128, device="cpu")
+    model = SileroSpeechModel()
+    stt = STTHandler(Wiring(Turns()), STTConfig(device="cpu"))
+    stt.setup()
+    end_of_turn = EndOfTurn(eot)
+    end_of_turn.setup()
+    clips = {q["text"]: sf.read(folder / q["file"], dtype="float32")[0] for q in manifest}
+    variants = {}
+    if shutil.which("espeak-ng"):
+        for q in (q for q in manifest if "|" in q["text"]):
+            first, second = (plain(part) for part in re.split(r"\|\d+\|", q["text"]))
+            for pause in PAUSE_VARIANTS_MS:
+                variants[f"{first} |{pause}| {second}"] = speak(f"{first} |{pause}| {second}", q["voice"], q["wpm"])
+    rows = []
+    for variant, (text, audio) in [*((False, c) for c in clips.items()), *((True, v) for v in variants.items())]:
+        done = {}
+        for name, turn_model in (("silence", None), ("words", end_of_turn)):
+            detector = UtteranceDetector(vad, model, turn_model)
+            done[name] = outcome(replay(audio, detector, stt, end_of_turn))
+        pause = re.search(r"\|(\d+)\|", text)
+        rows.append({"text": plain(text), "pause_ms": int(pause.group(1)) if pause else None,
+                     "variant": variant, **done})
+        log.info("%s: %s", text, done["words"])
+    return {"vad": dataclasses.asdict(vad), "end_of_turn": dataclasses.asdict(eot), "rows": rows,
+            "verdicts": dict(end_of_turn.counts)}
+
+
 # ---- the pipeline ----------------------------------------------------------------------------------------------
 def ensure_backends() -> None:
     """Make the repo's backends findable when s2s-edge is on PYTHONPATH but not installed (the GPU machine): a
@@ -309,8 +392,9 @@ def words(text: str) -> set[str]:
 def pipeline_config(args, notes: dict):
     from s2s.config import load_config
 
-    overrides = ["audio_in.realtime_file=true", f"vad.min_silence_ms={args.min_silence_ms}",
-                 f"vad.early_stt_ms={args.early_stt_ms}", *args.set]
+    given = {"vad.min_silence_ms": args.min_silence_ms, "vad.early_stt_ms": args.early_stt_ms,
+             "end_of_turn.silence_ms": args.end_of_turn_ms, "end_of_turn.model": args.turn_model}
+    overrides = ["audio_in.realtime_file=true", *(f"{k}={v}" for k, v in given.items() if v is not None), *args.set]
     if args.config == "cpu":
         return load_config([REPO / "configs" / "cpu.toml"], overrides)
     import torch
@@ -396,6 +480,14 @@ def run_pipeline(args, manifest: list[dict], notes: dict) -> dict:
     notes["finished"] = finished
     notes["load_average_1min"] = sampler.summary()
     notes["speculative_transcripts"] = dict(getattr(stages["stt"], "speculative_counts", {}))
+    end_of_turn = stages["vad"].wiring.end_of_turn
+    notes["end_of_turn"] = dict(end_of_turn.counts) if end_of_turn is not None else None
+    notes["speculative_stt_ms"] = {"p50": pctl(getattr(stages["stt"], "speculative_ms", []), 0.5),
+                                   "p90": pctl(getattr(stages["stt"], "speculative_ms", []), 0.9)}
+    notes["end_of_turn_judge_ms"] = ({"p50": pctl(end_of_turn.judge_ms, 0.5), "p90": pctl(end_of_turn.judge_ms, 0.9)}
+                                     if end_of_turn is not None else None)
+    notes["vad"] = dataclasses.asdict(config.vad)
+    notes["end_of_turn_config"] = dataclasses.asdict(config.end_of_turn)
     turns = []
     for record in pipeline.turns.records:
         turn = record["turn"]
@@ -418,7 +510,8 @@ def pctl(values: list[float], q: float) -> float | None:
 
 
 def summarize(turns: list[dict]) -> dict:
-    good = [t for t in turns if t["error"] is None and t.get("first_audio_out_ms") is not None]
+    good = [t for t in turns if t["error"] is None and t.get("first_audio_out_ms") is not None
+            and not t.get("retracted")]
     marks = {"speech_end": lambda t: 0.0, **{m: (lambda t, m=m: t.get(f"{m}_ms")) for m in MARKS}}
     table = {}
     for name, (a, b) in STAGES.items():
@@ -431,6 +524,7 @@ def summarize(turns: list[dict]) -> dict:
     chunk_gaps = [t["gaps"] for t in good]
     return {"stages": table, "turns": len(turns), "turns_with_audio": len(good),
             "failed": sum(t["error"] is not None for t in turns),
+            "retracted": sum(bool(t.get("retracted")) for t in turns),
             "chunks": sum(g["chunks"] for g in chunk_gaps), "late_chunks": sum(g["late"] for g in chunk_gaps),
             "worst_late_ms": max((g["worst_late_ms"] for g in chunk_gaps if g["worst_late_ms"] is not None),
                                  default=None),
@@ -476,11 +570,14 @@ def markdown(result: dict) -> str:
         lines += [
             f"{len(result['questions'])} espeak-ng questions ({result['question_seconds']:.0f} s of speech, "
             f"{result['voices']} voices, {result['paused']} with a 300-400 ms pause inside) fed in real time; "
-            f"vad.min_silence_ms = {result['min_silence_ms']}, "
-            f"vad.early_stt_ms = {result['early_stt_ms']}; {s['turns']} turns, {s['turns_with_audio']} with reply "
-            f"audio, {s['failed']} failed. Models: {result['models']}. STT on {notes.get('stt_device', 'cpu')}"
+            f"vad.min_silence_ms = {notes['vad']['min_silence_ms']}, vad.early_stt_ms = "
+            f"{notes['vad']['early_stt_ms']}, end_of_turn.silence_ms = {notes['end_of_turn_config']['silence_ms']} "
+            f"(threshold {notes['end_of_turn_config']['threshold']}; verdicts: {notes['end_of_turn']}); "
+            f"{s['turns']} turns, {s['turns_with_audio']} with reply audio, {s['failed']} failed, "
+            f"{s['retracted']} taken back (the user spoke on). Models: {result['models']}. STT on {notes.get('stt_device', 'cpu')}"
             f"{' (' + notes['stt_device_why'] + ')' if notes.get('stt_device_why') else ''}; LLM decode: "
-            f"{notes.get('llm_decode')}. Speculative transcripts: {notes.get('speculative_transcripts')}. "
+            f"{notes.get('llm_decode')}. Speculative transcripts: {notes.get('speculative_transcripts')} (each took "
+            f"{notes.get('speculative_stt_ms')} ms; the end-of-turn rating {notes.get('end_of_turn_judge_ms')} ms). "
             f"Mean word recall of the STT: {s['mean_word_recall']}.",
             "",
             f"**Load average (1 min) during the run: mean {load.get('mean')}, max {load.get('max')}** "
@@ -503,7 +600,7 @@ def markdown(result: dict) -> str:
         lines += ["| turn | question | heard | decided | transcript | first token | first chunk | TTS audio | "
                   "audio out | chunks late |", "|---|---|---|---|---|---|---|---|---|---|"]
         for t in result["run"]["turns"]:
-            lines.append(f"| {t['turn']} | {t['asked']} | {t['heard']} | {t.get('speech_end_decided_ms')} | "
+            lines.append(f"| {t['turn']}{' (taken back)' if t.get('retracted') else ''} | {t['asked']} | {t['heard']} | {t.get('speech_end_decided_ms')} | "
                          f"{t.get('transcript_ready_ms')} | {t.get('llm_first_token_ms')} | "
                          f"{t.get('first_text_chunk_ms')} | {t.get('tts_first_audio_ms')} | "
                          f"{t.get('first_audio_out_ms')} | {t['gaps']['late']}/{t['gaps']['chunks']} |")
@@ -522,7 +619,37 @@ def markdown(result: dict) -> str:
                          + " | ".join(f"{row['pause_variants_cut'][str(p)]} of {each}" for p in PAUSE_VARIANTS_MS)
                          + " |")
         lines.append("")
+    if "turn_cutoffs" in result:
+        lines += turn_cutoff_lines(result["turn_cutoffs"])
     return "\n".join(lines)
+
+
+def turn_cutoff_lines(found: dict) -> list[str]:
+    vad, eot = found["vad"], found["end_of_turn"]
+    rows = found["rows"]
+    asked = [r for r in rows if not r["variant"]]
+    lines = ["## End of turn from the words against silence alone", "",
+             f"Each question (and the pause variants of the two-part ones) through the VAD (min_silence_ms "
+             f"{vad['min_silence_ms']}, early_stt_ms {vad['early_stt_ms']}) with every speculative transcript made "
+             f"(Whisper tiny.en) and rated (SmolLM2-135M-Instruct, threshold {eot['threshold']}) at once, in stream "
+             f"time: the earliest the words could end a turn (end_of_turn.silence_ms {eot['silence_ms']}); on a "
+             f"machine the STT and the rating add their time. Verdicts: {found['verdicts']}.", ""]
+    for name in ("silence", "words"):
+        silences = [r[name]["silence_ms"][-1] for r in asked if r[name]["silence_ms"]]
+        early = sum(r[name]["early"] > 0 for r in asked)
+        cut = sum(r[name]["utterances"] > 1 for r in asked)
+        lines.append(f"- {name}: the last utterance of each question ended after p50 {pctl(silences, 0.5)} ms / "
+                     f"p90 {pctl(silences, 0.9)} ms of silence; {early} of {len(asked)} ended early, {cut} cut "
+                     f"in two.")
+    lines += ["", "| pause variant | silence: utterances | words: utterances | words: early ends | spoke on after "
+              "the early end (ms) |", "|---|---|---|---|---|"]
+    for r in rows:
+        if r["variant"] or r["pause_ms"]:
+            lines.append(f"| {r['text']} ({r['pause_ms']} ms) | {r['silence']['utterances']} | "
+                         f"{r['words']['utterances']} | {r['words']['early']} | "
+                         f"{', '.join(map(str, r['words']['resumed_after_ms'])) or '-'} |")
+    lines.append("")
+    return lines
 
 
 def main() -> None:
@@ -533,8 +660,12 @@ def main() -> None:
     parser.add_argument("--questions-only", action="store_true", help="write the question WAVs and stop")
     parser.add_argument("--cutoffs", action="store_true", help="also measure premature cut-offs")
     parser.add_argument("--cutoffs-only", action="store_true", help="only measure premature cut-offs")
-    parser.add_argument("--min-silence-ms", type=int, default=500)
-    parser.add_argument("--early-stt-ms", type=int, default=160)
+    parser.add_argument("--turn-cutoffs", action="store_true",
+                        help="also measure end of turn from the words against silence alone (VAD, STT, turn model)")
+    parser.add_argument("--min-silence-ms", type=int, help="vad.min_silence_ms (default: the config's)")
+    parser.add_argument("--early-stt-ms", type=int, help="vad.early_stt_ms (default: the config's)")
+    parser.add_argument("--end-of-turn-ms", type=int, help="end_of_turn.silence_ms (default: the config's)")
+    parser.add_argument("--turn-model", help="end_of_turn.model (default: the config's)")
     parser.add_argument("--whisper", type=Path, help="gpu: the Whisper CTranslate2 folder (default: the embedded one)")
     parser.add_argument("--ckpts", type=Path, default=Path("/tmp/ckpts"), help="gpu: where to build the models")
     parser.add_argument("--replies", type=Path, help="the reply WAV (default OUT/replies-<config>.wav)")
@@ -572,6 +703,8 @@ def main() -> None:
                          "Qwen2.5-1.5B-Instruct (bf16, sampled at temperature 1)")}
     if args.cutoffs or args.cutoffs_only:
         result["cutoffs"] = measure_cutoffs(args.questions, manifest)
+    if args.turn_cutoffs:
+        result["turn_cutoffs"] = measure_turn_cutoffs(args.questions, manifest, args)
     if not args.cutoffs_only:
         notes: dict = {}
         result["notes"] = notes

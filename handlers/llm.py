@@ -28,17 +28,17 @@ import logging
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import torch
 
+from s2s.causal_lm import load_causal_lm
 from s2s.config import LLMConfig
 from s2s.devices import resolve_device, torch_dtype
 from s2s.handler import Handler
 from s2s.llm_decode import StaticDecoder, unsupported
 from s2s.messages import TextChunk, Transcript, TurnEnd, TurnFailed
-from s2s.models import check_gguf, gguf_conversion_dir, llm_model
+from s2s.models import llm_model
 from s2s.text_chunker import TextChunker
 
 if TYPE_CHECKING:
@@ -81,24 +81,6 @@ class PromptTooLong(ValueError):
     """The user's words alone leave no room for the reply in the model's context."""
 
 
-def save_conversion(model, tokenizer, folder: Path) -> None:
-    """Keep a dequantized GGUF model as a plain transformers folder so later starts skip the conversion."""
-    staging = folder.with_name(folder.name + ".partial")
-    if getattr(model, "hf_quantizer", None) is not None:
-        # transformers 5 keeps the GGUF "quantizer" on the loaded model and refuses to save it, although the weights
-        # are already dequantized into plain tensors: drop that record, so the folder loads as a plain model.
-        model.hf_quantizer = None
-        model.config.quantization_config = None
-    try:
-        model.save_pretrained(staging)
-        tokenizer.save_pretrained(staging)
-        staging.replace(folder)
-    except OSError as exc:
-        log.warning("LLM: could not cache the converted model in %s (%s); the next start converts again", folder, exc)
-    else:
-        log.info("LLM: converted model cached in %s", folder)
-
-
 class ChatModel:
     """A causal LM and its tokenizer: chat messages -> streamed reply text."""
 
@@ -127,26 +109,9 @@ class ChatModel:
     @classmethod
     def load(cls, cfg: LLMConfig) -> ChatModel:
         """Load ``llm.model`` (see s2s.models.llm_model) on the configured device."""
-        from transformers import AutoModelForCausalLM, AutoTokenizer
-
         path, gguf_file = llm_model(cfg)
         device = resolve_device("llm", cfg.device)
-        dtype = torch_dtype(cfg.dtype, device)
-        converted = gguf_conversion_dir(path, gguf_file) if gguf_file else None
-        if converted is not None and (converted / "config.json").is_file():
-            path, gguf_file = str(converted), None
-        source = f"{path}/{gguf_file} (GGUF: dequantizing once, then cached)" if gguf_file else path
-        log.info("LLM: loading %s on %s (%s)", source, device, dtype)
-        try:
-            tokenizer = AutoTokenizer.from_pretrained(path, gguf_file=gguf_file)
-            model = AutoModelForCausalLM.from_pretrained(path, gguf_file=gguf_file, dtype=dtype)
-        except Exception:
-            if gguf_file:
-                check_gguf(Path(path) / gguf_file)  # a truncated or corrupt file: say so, and how to get a good one
-            raise
-        if gguf_file and converted is not None:
-            save_conversion(model, tokenizer, converted)
-        model = model.to(device)
+        model, tokenizer = load_causal_lm(path, gguf_file, device, torch_dtype(cfg.dtype, device))
         return cls(model, tokenizer, device, static_decoder(model, cfg))
 
     @property
@@ -383,6 +348,10 @@ class LLMHandler(Handler):
             self._unconfirmed = None
             return
         record = next((r for r in reversed(self.turns.records) if r["turn"] == turn_id), None)
+        if record is not None and record.get("retracted"):
+            log.info("LLM: turn %d was taken back (the user spoke on); its exchange is left out", turn_id)
+            self._unconfirmed = None
+            return
         ended_well = record["error"] is None if record is not None else self.turns.is_open(turn_id)
         if ended_well and assistant:
             self.history.append((user, assistant))

@@ -9,13 +9,16 @@ Early transcription: a ``SpeculativeSegment`` (the VAD's utterance so far, at th
 silence) is transcribed and kept, unless something newer already waits in the queue. When the utterance's
 SpeechSegment comes with the same start and end of speech (the user said nothing more), that transcript is used
 as it is; otherwise it is dropped and the segment transcribed. A speculative transcript is never sent on by itself,
-so one that is dropped never reaches the LLM or its history.
+so one that is dropped never reaches the LLM or its history. With ``end_of_turn.silence_ms`` set, each speculative
+transcript is also rated (``s2s.end_of_turn``): when its words sound finished, the VAD ends the utterance without
+waiting for ``vad.min_silence_ms``.
 """
 
 from __future__ import annotations
 
 import logging
 import re
+import time
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
@@ -68,18 +71,27 @@ class STTHandler(Handler):
     def __init__(self, wiring: Wiring, cfg: STTConfig) -> None:
         super().__init__(wiring, cfg)
         self.speculative_counts = {"used": 0, "dropped": 0, "skipped": 0}
+        self.speculative_ms: list[float] = []
+        """How long each speculative transcription took (the last 1000; read by bench/e2e.py)."""
 
     def setup(self) -> None:
         if self.model is None:
-            from faster_whisper import WhisperModel
-
-            model = whisper_model(self.cfg)
-            device, compute_type = ctranslate2_device(self.cfg)
-            threads = self.cfg.cpu_threads or min(4, usable_cores())
-            self.model = WhisperModel(model, device=device, compute_type=compute_type, cpu_threads=threads)
-            log.info("STT: faster-whisper %s on %s (%s%s)", model, device, compute_type,
-                     f", {threads} CPU threads" if device == "cpu" else "")
+            self.model = self.load_model()
         self.transcribe(np.zeros(SPEECH_RATE, dtype=np.float32))  # warm-up: 1 s of silence
+        if self.wiring.end_of_turn is not None:
+            self.wiring.end_of_turn.setup()
+
+    def load_model(self) -> WhisperModel:
+        """faster-whisper's model for ``stt.model`` on the configured device (a subclass may load another engine
+        with the same ``transcribe``)."""
+        from faster_whisper import WhisperModel
+
+        model = whisper_model(self.cfg)
+        device, compute_type = ctranslate2_device(self.cfg)
+        threads = self.cfg.cpu_threads or min(4, usable_cores())
+        log.info("STT: faster-whisper %s on %s (%s%s)", model, device, compute_type,
+                 f", {threads} CPU threads" if device == "cpu" else "")
+        return WhisperModel(model, device=device, compute_type=compute_type, cpu_threads=threads)
 
     def transcribe(self, audio: np.ndarray) -> tuple[str, str | None]:
         """(text, language) of 16 kHz mono float32 audio; the text is "" when it holds no words."""
@@ -149,6 +161,10 @@ class STTHandler(Handler):
         if self.in_queue is not None and not self.in_queue.empty():
             self.speculative_counts["skipped"] += 1
             return
+        start = time.monotonic()
         text, language = self.transcribe(item.audio)
+        self.speculative_ms = [*self.speculative_ms[-999:], round((time.monotonic() - start) * 1000, 1)]
         self.speculation = (item.start_s, item.end_s, text, language)
         log.debug("STT: speculative transcript of %.2f-%.2f s: %r", item.start_s, item.end_s, text)
+        if self.wiring.end_of_turn is not None and text:
+            self.wiring.end_of_turn.judge(item.start_s, item.end_s, text)

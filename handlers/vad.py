@@ -11,7 +11,11 @@ Two parts:
   reaches ``max_utterance_s``. The model's recurrent state is reset after every utterance. Early transcription:
   when the silence after the last voiced frame first reaches ``early_stt_ms`` (less than ``min_silence_ms``), the
   utterance so far goes out as a ``SpeculativeSegment`` (no turn), for the STT to transcribe while the VAD waits
-  for the end of speech.
+  for the end of speech. End of turn from the words (``end_of_turn.silence_ms``, ``s2s.end_of_turn``): once the
+  STT's verdict on that transcript says the words are finished and the silence has lasted ``end_of_turn.silence_ms``,
+  the utterance is sent then, without waiting for ``min_silence_ms``; until ``min_silence_ms`` has passed the
+  detector keeps it, and a voiced frame resumes it (``Resumed``: the handler takes the turn back) instead of
+  starting a new one.
 * ``VADHandler``: the pipeline stage. It runs Silero (TorchScript, or ONNX with ``vad.onnx``) under
   ``torch.inference_mode()``, opens a turn for each utterance, and drops frames (resetting the detector) while the
   turn bookkeeping says the assistant is not listening (half-duplex).
@@ -41,6 +45,7 @@ import torch
 from s2s.audio import SPEECH_RATE, resample
 from s2s.barge_in import FAR_ACTIVE_DB, TAIL_S, BargeIn, BargeInDetector, db
 from s2s.config import VADConfig
+from s2s.end_of_turn import EndOfTurn
 from s2s.handler import Handler
 from s2s.messages import AudioFrame, SpeculativeSegment, SpeechSegment
 
@@ -71,13 +76,25 @@ class _Frame:
     """The far end that played meanwhile (full duplex), [FRAME_SAMPLES]."""
 
 
-class UtteranceDetector:
-    """``__call__(samples, stream_time, t_captured, far_end=None) -> [SpeechSegment]`` per audio block (turn_id 0:
-    the handler opens the turn); ``flush()`` at end of input. ``on_frame(frame, probability)``, if set, sees every
-    frame with its speech probability (the far end framed along with the audio)."""
+@dataclass(frozen=True)
+class Resumed:
+    """The user spoke on after an utterance that was sent early (the words sounded finished): it goes on."""
 
-    def __init__(self, cfg: VADConfig, model: SpeechModel) -> None:
+    start_s: float
+    """Stream time of the voiced frame that resumed it."""
+
+
+class UtteranceDetector:
+    """``__call__(samples, stream_time, t_captured, far_end=None) -> [SpeechSegment | SpeculativeSegment | Resumed]``
+    per audio block (turn_id 0: the handler opens the turn); ``flush()`` at end of input. ``on_frame(frame,
+    probability)``, if set, sees every frame with its speech probability (the far end framed along with the audio).
+    ``end_of_turn``: the verdicts on the speculative transcripts (None: utterances end on silence alone)."""
+
+    def __init__(self, cfg: VADConfig, model: SpeechModel, end_of_turn: EndOfTurn | None = None) -> None:
         self.model = model
+        self.end_of_turn = end_of_turn if end_of_turn is not None and end_of_turn.silence_ms > 0 else None
+        self.finished_frames = math.ceil(end_of_turn.silence_ms / 1000 / FRAME_S) if self.end_of_turn else 0
+        """Silent frames after which an utterance whose words are finished is sent."""
         self.threshold = cfg.threshold
         self.min_speech_s = cfg.min_speech_ms / 1000
         self.min_silence_frames = math.ceil(cfg.min_silence_ms / 1000 / FRAME_S)
@@ -100,11 +117,22 @@ class UtteranceDetector:
         self._first_voiced = 0
         self._last_voiced = 0
         self._silent_run = 0
+        self._sent_early = False
         self.model.reset()
 
     @property
     def in_speech(self) -> bool:
         return bool(self._frames)
+
+    @property
+    def sent_early(self) -> bool:
+        """The open utterance was sent before ``min_silence_ms`` of silence; a voiced frame would resume it."""
+        return self._sent_early
+
+    def settle(self) -> None:
+        """Close an utterance that was sent early (its turn went ahead): speech from now on is a new utterance."""
+        if self._sent_early:
+            self._close()
 
     def __call__(self, samples: np.ndarray, stream_time: float, t_captured: float,
                  far_end: np.ndarray | None = None) -> list[SpeechSegment | SpeculativeSegment]:
@@ -137,12 +165,13 @@ class UtteranceDetector:
         return utterances
 
     def flush(self) -> list[SpeechSegment]:
-        """End of input: the open utterance if its speech is long enough; then reset. A partial frame is dropped."""
-        utterance = self._end() if self._frames else None
+        """End of input: the open utterance if its speech is long enough (and not sent already); then reset. A
+        partial frame is dropped."""
+        utterance = self._end() if self._frames and not self._sent_early else None
         self.reset()
         return [utterance] if utterance is not None else []
 
-    def _step(self, frame: _Frame) -> SpeechSegment | SpeculativeSegment | None:
+    def _step(self, frame: _Frame) -> SpeechSegment | SpeculativeSegment | Resumed | None:
         probability = self.model(frame.samples)
         if self.on_frame is not None:
             self.on_frame(frame, probability)
@@ -157,16 +186,34 @@ class UtteranceDetector:
             return None
         self._frames.append(frame)
         index = len(self._frames) - 1
-        if probability >= self.threshold or (self._silent_run == 0 and probability >= self.threshold - HYSTERESIS):
+        voiced = probability >= self.threshold or (self._silent_run == 0 and probability >= self.threshold - HYSTERESIS)
+        if voiced:
             self._last_voiced = index
             self._silent_run = 0
         else:
             self._silent_run += 1
+        if self._sent_early:
+            if voiced:
+                self._sent_early = False
+                return Resumed(frame.start_s)
+            if self._silent_run >= self.min_silence_frames or len(self._frames) >= self.max_frames:
+                self._close()
+            return None
         if self._silent_run >= self.min_silence_frames or len(self._frames) >= self.max_frames:
             return self._end()
         if self._silent_run == self.early_frames and self._silent_run:
             return self._speculative()
+        if self._words_finished():
+            self._sent_early = True
+            return self._segment()
         return None
+
+    def _words_finished(self) -> bool:
+        """The silence has lasted ``end_of_turn.silence_ms`` and the verdict on the utterance says finished."""
+        if self.end_of_turn is None or self._silent_run < self.finished_frames:
+            return False
+        first = self._frames[0].start_s
+        return self.end_of_turn.finished(first, self._frames[self._last_voiced].start_s + FRAME_S)
 
     def _speculative(self) -> SpeculativeSegment | None:
         """The open utterance so far (as ``_end`` would cut it now), or None if its speech is still too short."""
@@ -178,28 +225,37 @@ class UtteranceDetector:
                                   start_s=keep[0].start_s, end_s=last.start_s + FRAME_S)
 
     def _end(self) -> SpeechSegment | None:
-        """Close the open utterance: the SpeechSegment, or None if its speech was too short. Frames after the
-        post-speech padding become the next pre-roll; the model state is reset."""
+        """Close the open utterance: the SpeechSegment, or None if its speech was too short."""
+        utterance = self._segment()
+        self._close()
+        return utterance
+
+    def _segment(self) -> SpeechSegment | None:
+        """The open utterance as it stands (up to the post-speech padding), or None if its speech is too short."""
         keep = self._frames[:self._last_voiced + 1 + self.pad_frames]
         first, last = self._frames[self._first_voiced], self._frames[self._last_voiced]
         voiced_s = last.start_s + FRAME_S - first.start_s
-        utterance = None
-        if voiced_s >= self.min_speech_s:
-            utterance = SpeechSegment(
-                audio=np.concatenate([f.samples for f in keep]),  # [len(keep) * FRAME_SAMPLES]
-                start_s=keep[0].start_s,
-                end_s=last.start_s + FRAME_S,
-                t_speech_end=last.t_end,
-            )
-        else:
+        if voiced_s < self.min_speech_s:
             log.debug("VAD: dropped a %.0f ms burst (vad.min_speech_ms=%.0f)", voiced_s * 1000,
                       self.min_speech_s * 1000)
+            return None
+        return SpeechSegment(
+            audio=np.concatenate([f.samples for f in keep]),  # [len(keep) * FRAME_SAMPLES]
+            start_s=keep[0].start_s,
+            end_s=last.start_s + FRAME_S,
+            t_speech_end=last.t_end,
+        )
+
+    def _close(self) -> None:
+        """Forget the open utterance: frames after its post-speech padding become the next pre-roll; the model
+        state is reset."""
+        keep = self._last_voiced + 1 + self.pad_frames
         self._preroll.clear()
-        self._preroll.extend(self._frames[len(keep):])
+        self._preroll.extend(self._frames[keep:])
         self._frames = []
         self._silent_run = 0
+        self._sent_early = False
         self.model.reset()
-        return utterance
 
 
 class SileroSpeechModel:
@@ -245,6 +301,11 @@ class VADHandler(Handler):
     """Full duplex: stream time of the end of the last frame during which the far end played."""
     _paused: tuple[int, ...] = ()
     """Full duplex: the turns this stage paused while the barge-in detector decides."""
+    _early_turn: int | None = None
+    """The turn of an utterance sent before ``min_silence_ms`` (its words sounded finished), while the user may
+    still speak on and take it back."""
+    _resumed = False
+    """The utterance in progress took back its turn: when it ends, it is the user's turn whatever plays."""
 
     def setup(self) -> None:
         if self.model is None:
@@ -253,7 +314,7 @@ class VADHandler(Handler):
         silence = np.zeros(FRAME_SAMPLES, dtype=np.float32)
         for _ in range(3):
             self.model(silence)
-        self.detector = UtteranceDetector(self.cfg, self.model)
+        self.detector = UtteranceDetector(self.cfg, self.model, self.wiring.end_of_turn)
         self.interruptions: list[Interruption] = []
         self.pauses: list[float] = []
         """Full duplex: stream times at which a reply was paused (for test harnesses and benchmarks)."""
@@ -266,7 +327,8 @@ class VADHandler(Handler):
         if not isinstance(item, AudioFrame):
             raise TypeError(f"the VAD stage takes AudioFrame items, not {type(item).__name__}")
         assert self.detector is not None, "VADHandler.setup() was not called"
-        if not self.turns.listening:
+        may_resume = self._early_turn is not None and self._may_resume()
+        if not self.turns.listening and not may_resume:
             if not self._muted:
                 self.detector.reset()
                 self._muted = True
@@ -275,13 +337,20 @@ class VADHandler(Handler):
         self._muted = False
         far_end = item.far_end if item.sample_rate == SPEECH_RATE else None
         for utterance in self.detector(self._samples_16k(item), item.stream_time, item.t_captured, far_end):
+            if isinstance(utterance, Resumed):
+                self._take_back(utterance)
+                continue
             if isinstance(utterance, SpeculativeSegment):
                 if not self.turns.open_turns():  # full duplex: no early work for speech over the assistant
                     yield utterance
                 continue
             if not self._wanted(utterance):
                 continue
-            yield self._open_turn(utterance)
+            turn = self._open_turn(utterance)
+            yield turn
+            if self.detector.sent_early:  # the user may speak on until vad.min_silence_ms: keep listening
+                self._early_turn = turn.turn_id
+                continue
             if not self.turns.listening:  # half-duplex: audio after the utterance is not listened to
                 self.detector.reset()
                 self._muted = True
@@ -293,6 +362,26 @@ class VADHandler(Handler):
         for utterance in self.detector.flush():
             if self._wanted(utterance):
                 yield self._open_turn(utterance)
+
+    def _may_resume(self) -> bool:
+        """An utterance sent early may still be resumed: the detector holds it (``min_silence_ms`` has not passed),
+        its turn is open and, in half duplex, none of its reply has played (the microphone would hear it)."""
+        turn = self._early_turn
+        if turn is not None and self.detector.sent_early and self.turns.is_open(turn) and not (
+                self.turns.half_duplex and self.turns.marked(turn, "first_audio_out")):
+            return True
+        if turn is not None:
+            self.detector.settle()
+            self._early_turn = None
+        return False
+
+    def _take_back(self, resumed: Resumed) -> None:
+        """The user spoke on after an utterance was sent early: its turn is taken back and the utterance goes on."""
+        turn, self._early_turn = self._early_turn, None
+        if turn is not None and self.turns.retract(turn):
+            self._resumed = True
+            self._paused = tuple(t for t in self._paused if t != turn)
+            log.info("VAD: speech again at %.2f s: turn %d taken back, the utterance goes on", resumed.start_s, turn)
 
     def _samples_16k(self, frame: AudioFrame) -> np.ndarray:
         if frame.sample_rate == SPEECH_RATE:
@@ -334,7 +423,8 @@ class VADHandler(Handler):
     def _wanted(self, utterance: SpeechSegment) -> bool:
         """Half duplex: every utterance. Full duplex: one the barge-in detector confirmed, or one heard while the
         assistant neither thought nor spoke."""
-        if self.turns.half_duplex:
+        resumed, self._resumed = self._resumed, False
+        if self.turns.half_duplex or resumed:
             return True
         confirmed, self._confirmed_s = self._confirmed_s, None
         if confirmed is not None and utterance.start_s - FRAME_S <= confirmed <= utterance.end_s + FRAME_S:

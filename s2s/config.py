@@ -174,6 +174,29 @@ class VADConfig:
 
 
 @dataclass
+class EndOfTurnConfig:
+    """Ending the user's turn sooner when the words are finished: a small chat model reads the speculative
+    transcript (made at ``vad.early_stt_ms`` of silence) and rates how likely the user's message ends there."""
+
+    silence_ms: int = 0
+    """Silence after which an utterance whose transcript the model rates as finished ends (ms; 0 = off: every
+    utterance waits for vad.min_silence_ms). Until vad.min_silence_ms has passed, speech that resumes takes the turn
+    back (before its reply is heard) and the utterance goes on."""
+    model: str = ""
+    """A chat model: a transformers folder, a .gguf file or a hub name; "" = the embedded SmolLM2-135M-Instruct."""
+    threshold: float = 0.01
+    """Probability of the end-of-message token after the words, at or above which they count as finished (SmolLM2:
+    about 0.03-0.9 after a finished question or request, under 0.002 after a cut-off one)."""
+    device: str = "auto"
+    """Where the model runs (auto: CUDA when torch sees it)."""
+
+    def validate(self) -> None:
+        _check_range("end_of_turn", "silence_ms", self.silence_ms, 0, 60_000)
+        _check_range("end_of_turn", "threshold", self.threshold, 0.0, 1.0)
+        _check_choice("end_of_turn", "device", self.device, DEVICES)
+
+
+@dataclass
 class STTConfig:
     """Speech to text (faster-whisper)."""
 
@@ -386,6 +409,7 @@ class Config:
     audio_out: AudioOutConfig = field(default_factory=AudioOutConfig)
     aec: AECConfig = field(default_factory=AECConfig)
     vad: VADConfig = field(default_factory=VADConfig)
+    end_of_turn: EndOfTurnConfig = field(default_factory=EndOfTurnConfig)
     stt: STTConfig = field(default_factory=STTConfig)
     llm: LLMConfig = field(default_factory=LLMConfig)
     tts: TTSConfig = field(default_factory=TTSConfig)

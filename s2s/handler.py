@@ -24,6 +24,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from s2s.end_of_turn import EndOfTurn
 from s2s.far_end import FarEnd
 from s2s.messages import CONTROL_TYPES, EndOfStream, TurnFailed, turn_of
 from s2s.turns import Turns
@@ -46,6 +47,9 @@ class Wiring:
     far_end: FarEnd | None = None
     """Full duplex: what the speaker played (the sink writes it, the microphone's echo canceller reads it); None in
     half duplex."""
+    end_of_turn: EndOfTurn | None = None
+    """The verdicts on whether the user's words are finished (the STT judges, the VAD reads); None when
+    ``end_of_turn.silence_ms`` is 0."""
 
 
 class Handler:

@@ -24,6 +24,7 @@ from pathlib import Path
 
 from s2s import registry
 from s2s.config import Config
+from s2s.end_of_turn import EndOfTurn
 from s2s.far_end import FarEnd
 from s2s.handler import Handler, Wiring
 from s2s.tts_stage import TTSHandler
@@ -123,8 +124,9 @@ class Pipeline:
         turns = Turns(half_duplex=duplex == "half", max_turn_s=p.max_turn_s, latency_log=p.latency_log)
         stop = threading.Event()
         edges = [None, *(queue.Queue(maxsize=p.queue_size) for _ in range(len(specs) - 1)), None]
+        end_of_turn = EndOfTurn(config.end_of_turn) if config.end_of_turn.silence_ms and text is None else None
         stages = [
-            stage_cls(Wiring(turns, edges[i], edges[i + 1], stop, p.poll_s, far_end), section, **extra)
+            stage_cls(Wiring(turns, edges[i], edges[i + 1], stop, p.poll_s, far_end, end_of_turn), section, **extra)
             for i, (stage_cls, section, extra) in enumerate(specs)
         ]
         return cls(stages, turns, stop, hang_timeout_s=p.hang_timeout_s, duplex=duplex)

@@ -17,6 +17,10 @@ it (``end`` with ``heard``, the words of the reply that were played). Its record
 and, in milliseconds from the user's speech onset, ``barge_in_detected`` and ``playback_stopped``. Before that, on
 the first evidence of the user's voice, the VAD may ``pause`` the turn: it stays open and keeps generating, only
 its playback waits until it is resumed (the user said no more) or interrupted.
+
+A turn the VAD opened before ``vad.min_silence_ms`` of silence (``end_of_turn``: the words sounded finished) is
+``retract``-ed when the user speaks on: it ends at once, its record says ``retracted``, the LLM forgets the
+exchange, and the utterance, continued, becomes a new turn.
 """
 
 from __future__ import annotations
@@ -60,6 +64,8 @@ class Turns:
         """Open turn -> the event ``cancel_event`` handed out (set when the turn stops being open)."""
         self._paused: set[int] = set()
         """Open turns whose playback waits (full duplex: the user may be interrupting)."""
+        self._retracted: set[int] = set()
+        """Turns being ended by ``retract`` (until their record is written)."""
         self._listening = threading.Event()
         self._listening.set()
         self.records: list[dict] = []
@@ -96,6 +102,17 @@ class Turns:
             self._marks.setdefault(turn_id, {})["barge_in_detected"] = t_detected or time.monotonic()
             self._set_cancel(turn_id)
         log.info("turn %d: interrupted by the user", turn_id)
+        return True
+
+    def retract(self, turn_id: int) -> bool:
+        """Take back a turn opened too early (the user spoke on): it ends now, generation and playback stop, and its
+        record says ``retracted`` (the LLM leaves the exchange out of its history). False if it was not open."""
+        with self._lock:
+            if turn_id not in self._open:
+                return False
+            self._retracted.add(turn_id)
+        log.info("turn %d: taken back, the user speaks on", turn_id)
+        self.end(turn_id)
         return True
 
     def cancel_event(self, turn_id: int) -> threading.Event:
@@ -161,11 +178,14 @@ class Turns:
             self._set_cancel(turn_id)
             self._paused.discard(turn_id)
             onset = self._interrupted.pop(turn_id, None)
-            if onset is not None:
+            retracted = turn_id in self._retracted
+            self._retracted.discard(turn_id)
+            if onset is not None and not retracted:
                 self._heard[turn_id] = heard or ""
                 while len(self._heard) > HEARD_KEPT:
                     self._heard.pop(next(iter(self._heard)))
             record = self._record(turn_id, error, onset)
+            record["retracted"] = retracted
             self._resume_if_idle()
         self.records.append(record)
         if error:
@@ -179,6 +199,11 @@ class Turns:
                     fh.write(json.dumps(record) + "\n")
             except OSError as exc:  # ending the turn (listening again) matters more than the record
                 log.error("cannot write the latency record to %s: %s", self.latency_log, exc)
+
+    def marked(self, turn_id: int, name: str) -> bool:
+        """The open turn has the mark ``name`` (e.g. ``first_audio_out``: its reply is being heard)."""
+        with self._lock:
+            return name in self._marks.get(turn_id, {})
 
     def is_open(self, turn_id: int) -> bool:
         """The turn has begun and neither ended nor been interrupted."""
