@@ -23,7 +23,6 @@ be.
 
 from __future__ import annotations
 
-import inspect
 import logging
 import time
 from collections import deque
@@ -32,7 +31,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from s2s.causal_lm import load_causal_lm
+from s2s.causal_lm import cache_argument, load_causal_lm
 from s2s.config import LLMConfig
 from s2s.devices import resolve_device, torch_dtype
 from s2s.handler import Handler
@@ -101,10 +100,8 @@ class ChatModel:
         """Any of these ends the reply (instruct models often list several, e.g. <|im_end|> and <|endoftext|>)."""
         self.prefill_tokens = PREFILL_SLICE_TOKENS[1]
         """Prompt tokens per forward pass, learnt from the speed of the last full slice."""
-        forward = inspect.signature(self.model.forward).parameters
-        self.cache_argument = "cache" if "cache" in forward else "past_key_values"
-        """The forward's K/V cache argument: ``cache`` from transformers 5.x (``past_key_values`` is deprecated there),
-        ``past_key_values`` before."""
+        self.cache_argument = cache_argument(self.model)
+        """The forward's K/V cache argument (``s2s.causal_lm.cache_argument``)."""
 
     @classmethod
     def load(cls, cfg: LLMConfig) -> ChatModel:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 import re
 import time
+from collections import deque
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
@@ -71,8 +72,8 @@ class STTHandler(Handler):
     def __init__(self, wiring: Wiring, cfg: STTConfig) -> None:
         super().__init__(wiring, cfg)
         self.speculative_counts = {"used": 0, "dropped": 0, "skipped": 0}
-        self.speculative_ms: list[float] = []
-        """How long each speculative transcription took (the last 1000; read by bench/e2e.py)."""
+        self.speculative_ms: deque[float] = deque(maxlen=1000)
+        """How long each speculative transcription took, the last 1000 (read by bench/e2e.py)."""
 
     def setup(self) -> None:
         if self.model is None:
@@ -163,7 +164,7 @@ class STTHandler(Handler):
             return
         start = time.monotonic()
         text, language = self.transcribe(item.audio)
-        self.speculative_ms = [*self.speculative_ms[-999:], round((time.monotonic() - start) * 1000, 1)]
+        self.speculative_ms.append(round((time.monotonic() - start) * 1000, 1))
         self.speculation = (item.start_s, item.end_s, text, language)
         log.debug("STT: speculative transcript of %.2f-%.2f s: %r", item.start_s, item.end_s, text)
         if self.wiring.end_of_turn is not None and text:

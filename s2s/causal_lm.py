@@ -7,6 +7,7 @@ end-of-turn model (``s2s.end_of_turn``).
 
 from __future__ import annotations
 
+import inspect
 import logging
 from pathlib import Path
 
@@ -38,6 +39,12 @@ def load_causal_lm(path: str, gguf_file: str | None, device: torch.device | str,
     if gguf_file and converted is not None:
         save_conversion(model, tokenizer, converted, what)
     return model.to(device).eval(), tokenizer
+
+
+def cache_argument(model: torch.nn.Module) -> str:
+    """The forward's K/V cache argument: ``cache`` from transformers 5.x (``past_key_values`` is deprecated there),
+    ``past_key_values`` before. The model's output names its cache the same way."""
+    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
 
 
 def save_conversion(model, tokenizer, folder: Path, what: str = "LLM") -> None:

@@ -19,6 +19,7 @@ import copy
 import logging
 import threading
 import time
+from collections import deque
 from typing import TYPE_CHECKING, Protocol
 
 from s2s.config import EndOfTurnConfig, LLMConfig
@@ -47,6 +48,8 @@ class ChatTurnModel:
 
         import torch
 
+        from s2s.causal_lm import cache_argument
+
         self.model = model.eval()
         self.tokenizer = tokenizer
         self.device = torch.device(device)
@@ -54,8 +57,8 @@ class ChatTurnModel:
             raise ValueError("the end-of-turn model's tokenizer has no chat template; set end_of_turn.model to an "
                              "instruct (chat) model, or leave it empty for the embedded SmolLM2-135M-Instruct")
         self.end_id = self._end_token()
+        self._cache_argument = cache_argument(self.model)
         forward = inspect.signature(self.model.forward).parameters
-        self._cache_argument = "cache" if "cache" in forward else "past_key_values"
         self._last_only = {"logits_to_keep": 1} if "logits_to_keep" in forward else {}
         head, _ = self._split(_MARK)
         self._head = head[:head.rindex(_MARK)]
@@ -108,8 +111,9 @@ class ChatTurnModel:
     def _ids(self, text: str) -> torch.Tensor:
         return self.tokenizer(text, add_special_tokens=False, return_tensors="pt")["input_ids"].to(self.device)
 
-    def __call__(self, text: str) -> float:
-        """P(end of message) right after ``text`` (whitespace collapsed); 0.0 for no words."""
+    def __call__(self, text: str, reuse_head: bool = True) -> float:
+        """P(end of message) right after ``text`` (whitespace collapsed); 0.0 for no words. ``reuse_head`` False:
+        one forward over the whole template (tests compare the two)."""
         import torch
 
         words = " ".join(text.split())
@@ -118,22 +122,12 @@ class ChatTurnModel:
         prefix, _ = self._split(words)
         ids = self._ids(prefix)  # [1, T]
         head = self._head_ids.shape[1]
+        cached = {}
+        if reuse_head and ids.shape[1] > head and torch.equal(ids[:, :head], self._head_ids):
+            ids = ids[:, head:]  # the words' tokens; the forward appends them to a copy of the head's K/V
+            cached = {"use_cache": True, self._cache_argument: copy.deepcopy(self._head_cache)}
         with torch.inference_mode():
-            if prefix.startswith(self._head) and ids.shape[1] > head and torch.equal(ids[:, :head], self._head_ids):
-                cache = copy.deepcopy(self._head_cache)  # the forward appends the words to it
-                logits = self.model(input_ids=ids[:, head:], use_cache=True, **{self._cache_argument: cache},
-                                    **self._last_only).logits[0, -1].float()  # [vocab]
-            else:  # the words' tokens merge with the head's: no reuse
-                logits = self.model(input_ids=ids, **self._last_only).logits[0, -1].float()  # [vocab]
-        return float(torch.softmax(logits, dim=-1)[self.end_id])
-
-    def full(self, text: str) -> float:
-        """The same probability from one forward over the whole template (no reused K/V): for tests."""
-        import torch
-
-        ids = self._ids(self._split(" ".join(text.split()))[0])
-        with torch.inference_mode():
-            logits = self.model(input_ids=ids).logits[0, -1].float()
+            logits = self.model(input_ids=ids, **cached, **self._last_only).logits[0, -1].float()  # [vocab]
         return float(torch.softmax(logits, dim=-1)[self.end_id])
 
 
@@ -149,8 +143,8 @@ class EndOfTurn:
         """(start_s, end_s, finished) of the latest judged utterance."""
         self.counts = {"finished": 0, "unfinished": 0}
         """How the judged transcripts were rated (read by tests and bench/e2e.py)."""
-        self.judge_ms: list[float] = []
-        """How long each rating took (the last 1000; read by bench/e2e.py)."""
+        self.judge_ms: deque[float] = deque(maxlen=1000)
+        """How long each rating took, the last 1000 (read by bench/e2e.py)."""
 
     @property
     def silence_ms(self) -> int:
@@ -172,7 +166,7 @@ class EndOfTurn:
         with self._lock:
             self._verdict = (start_s, end_s, finished)
             self.counts["finished" if finished else "unfinished"] += 1
-            self.judge_ms = [*self.judge_ms[-999:], round((time.monotonic() - start) * 1000, 1)]
+            self.judge_ms.append(round((time.monotonic() - start) * 1000, 1))
         log.debug("end of turn: %r rated %.4f: %s", text, probability, "finished" if finished else "goes on")
         return finished
 

@@ -50,22 +50,6 @@ class Info:
     duration: float
 
 
-def mel_filters(n_mels: int, sr: int = RATE, n_fft: int = N_FFT) -> np.ndarray:
-    """Slaney-style mel filterbank [n_mels, n_fft // 2 + 1] (as librosa's and faster-whisper's)."""
-    fft_freqs = np.fft.rfftfreq(n=n_fft, d=1.0 / sr)
-    f_sp, min_log_hz = 200.0 / 3, 1000.0
-    min_log_mel, log_step = min_log_hz / f_sp, np.log(6.4) / 27.0
-    mels = np.linspace(0.0, 45.245640471924965, n_mels + 2)
-    freqs = f_sp * mels
-    high = mels >= min_log_mel
-    freqs[high] = min_log_hz * np.exp(log_step * (mels[high] - min_log_mel))
-    ramps = freqs.reshape(-1, 1) - fft_freqs.reshape(1, -1)
-    widths = np.diff(freqs)
-    lower, upper = -ramps[:-2] / widths[:-1, None], ramps[2:] / widths[1:, None]
-    weights = np.maximum(0.0, np.minimum(lower, upper))
-    return (weights * (2.0 / (freqs[2:n_mels + 2] - freqs[:n_mels]))[:, None]).astype(np.float32)
-
-
 class TorchWhisper:
     """``transcribe(audio, language=None, initial_prompt=None, **ignored) -> (segments, info)``."""
 
@@ -99,7 +83,10 @@ class TorchWhisper:
         for i in [*config.get("suppress_ids_begin", []), self.eot, *self.tokenizer.encode(" ").ids]:
             self.suppress_first[i] = True
         self.window = torch.hann_window(N_FFT, periodic=True, device=self.device)
-        self.filters = torch.from_numpy(mel_filters(self.model.n_mels)).to(self.device)
+        from faster_whisper.feature_extractor import FeatureExtractor  # its filterbank, so the features match
+
+        filters = FeatureExtractor.get_mel_filters(RATE, N_FFT, n_mels=self.model.n_mels).astype(np.float32)
+        self.filters = torch.from_numpy(filters).to(self.device)  # [n_mels, N_FFT // 2 + 1]
 
     def features(self, audio: np.ndarray) -> torch.Tensor:
         """[n_mels, frames] log-Mel features of 16 kHz float32 audio (computed on the model's device)."""
